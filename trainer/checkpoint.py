@@ -1,0 +1,56 @@
+"""Saving and safely restoring the full training state (model, optimizer, data streams, RNG)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from trainer.rundir import atomic_write
+
+FORMAT = 1
+# Fields a resumed run must share with its checkpoint: they fix the network's shape,
+# the labeled split and the objective. Schedules and lengths may change (e.g. extend a run).
+MUST_MATCH = ("dataset", "architecture", "num_label", "seed", "method")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or belongs to another configuration."""
+
+
+def checkpoint_file(path: str) -> str:
+    """A checkpoint file, given the file itself or the run directory that holds it."""
+    return os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
+
+
+def save(path: str, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+
+
+def load(path: str) -> dict[str, Any]:
+    """Read a checkpoint with weights_only=True; a clear CheckpointError if it cannot be used."""
+    path = checkpoint_file(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"resume: no checkpoint at {path}; give a checkpoint.pt or the "
+                              "run directory (--save-path of the earlier run) that holds one")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds for truncated or foreign files
+        raise CheckpointError(f"resume: {path} is corrupt or not a checkpoint of this trainer "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); resume from "
+                              "best.pt or start a new run") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"resume: {path} is not a checkpoint of this trainer (format "
+                              f"{state.get('format') if isinstance(state, dict) else '?'})")
+    return state
+
+
+def check_compatible(state: dict[str, Any], config: dict[str, Any], path: str) -> None:
+    """Raise CheckpointError naming every field where the checkpoint and the config differ."""
+    saved = state["config"]
+    diff = [f"{k}: checkpoint {saved.get(k)!r}, config {config.get(k)!r}"
+            for k in MUST_MATCH if saved.get(k) != config.get(k)]
+    if diff:
+        raise CheckpointError(f"resume: {path} was written by a different run ("
+                              + "; ".join(diff) + "); drop those flags to continue it as saved")

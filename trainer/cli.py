@@ -1,0 +1,93 @@
+"""`python -m trainer`: the authors' train_meta.py / train_baseline.py flags in one command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from trainer import checkpoint
+from trainer.config import META_GRADS, METHODS, ConfigError, resolve
+from trainer.data import DATASETS, DatasetMissing
+from trainer.loop import TrainingDiverged, train
+from trainer.models import ALIASES, MODELS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m trainer",
+        description="Train MetaSemi (or one of its ablations) on one dataset. Every flag left "
+                    "out takes the dataset's preset (the paper's settings; small ones for "
+                    "digits).")
+    a = p.add_argument
+    a("--dataset", choices=sorted(DATASETS), help="default: digits (embedded, no download)")
+    a("--data-path", help="folder holding the dataset files (default ./data)")
+    a("--download", action="store_true", default=None,
+      help="download CIFAR/SVHN into --data-path if missing")
+    a("--num-label", type=int, help="number of labeled images, a multiple of the class count")
+    a("-a", "--architecture", choices=sorted(MODELS) + sorted(ALIASES))
+    a("--method", choices=METHODS,
+      help="supervised | mixup (mix-up, no meta) | meta (no mix-up) | metasemi (default)")
+    a("--mix-up", action="store_true",
+      help="the authors' flag: adds mix-up to the method (meta -> metasemi, "
+           "supervised -> mixup)")
+    a("--meta-grad", choices=META_GRADS, help="fd: finite difference (default); exact: 2nd order")
+    a("--alpha", type=float, help="mix-up Beta(alpha, alpha) concentration")
+    a("--weight", type=float, help="consistency-loss weight after warm-up")
+    a("--epsilon", type=float, help="finite-difference step, divided by ||g||")
+    a("--total-steps", type=int)
+    a("--batch-size", type=int, help="labeled and unlabeled batch size each")
+    a("--lr", type=float, help="peak learning rate (also the meta learning rate)")
+    a("--warmup", type=int, help="steps of linear warm-up of lr and consistency weight")
+    a("--milestones", help="steps where lr is multiplied by gamma, e.g. '[300000, 350000]'")
+    a("--gamma", type=float)
+    a("--weight-decay", type=float)
+    a("--momentum", type=float)
+    a("--seed", type=int, help="seed of the labeled split, the initialisation and the batches")
+    a("--test-freq", type=int, help="evaluate and checkpoint every this many steps")
+    a("--log-freq", type=int, help="progress line every this many steps")
+    a("--device", choices=("auto", "cpu", "cuda"))
+    a("--save-path", help="run directory (default runs/DATASET-METHOD-seedSEED)")
+    a("--resume", help="checkpoint.pt or run directory to continue; its config is reused, "
+                       "flags given here override it")
+    a("--quiet", action="store_true", help="no progress display")
+    return p
+
+
+def config_from_args(args: argparse.Namespace):
+    """Turn parsed flags into a validated Config (checkpoint config first when resuming)."""
+    given = {k: v for k, v in vars(args).items() if k not in ("mix_up", "quiet")}
+    base: dict = {}
+    if args.resume:
+        base = dict(checkpoint.load(args.resume)["config"])
+        base.pop("resume", None)
+        if args.save_path is None:
+            given["save_path"] = os.path.dirname(os.path.abspath(
+                checkpoint.checkpoint_file(args.resume)))
+    if args.mix_up:
+        method = given.get("method") or base.get("method") or "metasemi"
+        given["method"] = {"supervised": "mixup", "meta": "metasemi"}.get(method, method)
+    merged = {**base, **{k: v for k, v in given.items() if v is not None}}
+    cfg = resolve(merged)
+    if args.save_path is None and not args.resume:
+        cfg = cfg.replace(save_path=os.path.join("runs", f"{cfg.dataset}-{cfg.method}-"
+                                                           f"seed{cfg.seed}"))
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        summary = train(cfg, show_progress=not args.quiet)
+    except (ConfigError, checkpoint.CheckpointError, DatasetMissing, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"error: training diverged: {e}", file=sys.stderr)
+        return 1
+    print(f"done: best test accuracy {summary['best_test_accuracy']:.4f} "
+          f"(error {100 * summary['best_test_error']:.2f}%), final "
+          f"{summary['final_test_accuracy']:.4f}, {summary['steps']} steps in "
+          f"{summary['wall_seconds']:.1f}s -> {cfg.save_path}")
+    return 0

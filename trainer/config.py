@@ -1,0 +1,174 @@
+"""The one typed configuration of a training run: defaults, dataset presets, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+METHODS = ("supervised", "mixup", "meta", "metasemi")
+META_GRADS = ("fd", "exact")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the fix."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every hyperparameter and switch of one training run (DESIGN.md section 2 and 3)."""
+
+    dataset: str = "digits"
+    data_path: str = "./data"
+    download: bool = False
+    num_label: int = 4000
+    architecture: str = "convlarge"
+    method: str = "metasemi"
+    meta_grad: str = "fd"
+    alpha: float = 1.0
+    weight: float = 1.0
+    epsilon: float = 1e-2
+    total_steps: int = 400_000
+    batch_size: int = 128
+    lr: float = 0.1
+    warmup: int = 4000
+    milestones: tuple[int, ...] = (300_000, 350_000)
+    gamma: float = 0.1
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    seed: int = 8469
+    test_freq: int = 400
+    log_freq: int = 100
+    device: str = "auto"
+    save_path: str = "./runs/latest"
+    resume: str | None = None
+
+    @property
+    def uses_meta(self) -> bool:
+        return self.method in ("meta", "metasemi")
+
+    @property
+    def uses_mixup(self) -> bool:
+        return self.method in ("mixup", "metasemi")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    def replace(self, **changes: Any) -> Config:
+        return validate(dataclasses.replace(self, **changes))
+
+
+# The paper's settings per dataset (DESIGN.md section 3); digits is our embedded,
+# CPU-sized default, tuned so that a run takes seconds and SSL still pays off.
+PRESETS: dict[str, dict[str, Any]] = {
+    "cifar10": dict(num_label=4000, architecture="convlarge", alpha=1.0, weight_decay=1e-4,
+                    seed=8469),
+    "cifar100": dict(num_label=10000, architecture="convlarge", alpha=1.0, weight_decay=1e-4,
+                     seed=7788),
+    "svhn": dict(num_label=1000, architecture="convlarge", alpha=0.1, weight_decay=5e-5,
+                 seed=7788),
+    "digits": dict(num_label=50, architecture="digitscnn", alpha=1.0, weight=1.0,
+                   weight_decay=5e-4, batch_size=64, total_steps=600, lr=0.1, warmup=100,
+                   milestones=(450,), test_freq=100, log_freq=50, seed=7788),
+}
+
+
+def parse_milestones(text: str | list | tuple) -> tuple[int, ...]:
+    """Parse '[300000, 350000]', '300000,350000' or '300000 350000' into increasing ints."""
+    if isinstance(text, (list, tuple)):
+        items = list(text)
+    else:
+        body = str(text).strip()
+        if body.startswith("[") and body.endswith("]"):
+            body = body[1:-1]
+        items = [t for t in re.split(r"[,\s]+", body.strip()) if t]
+    out = []
+    for item in items:
+        if isinstance(item, bool) or not re.fullmatch(r"\d+", str(item).strip()):
+            raise ConfigError(
+                f"milestones: {text!r} is malformed; give step numbers as integers, "
+                "e.g. --milestones '[300000, 350000]' or 300000,350000"
+            )
+        out.append(int(str(item).strip()))
+    if any(b <= a for a, b in zip(out, out[1:])):
+        raise ConfigError(f"milestones: {out} must be strictly increasing")
+    return tuple(out)
+
+
+def resolve(overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the dataset's preset, then the explicit overrides (None = not given)."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = set(given) - {f.name for f in dataclasses.fields(Config)}
+    if unknown:
+        raise ConfigError(f"unknown config field(s): {sorted(unknown)}")
+    dataset = given.get("dataset", Config.dataset)
+    preset = PRESETS.get(dataset, {})
+    merged = {**preset, **given}
+    from trainer.models import ALIASES
+    merged["architecture"] = ALIASES.get(merged.get("architecture"), merged.get("architecture"))
+    if merged["architecture"] is None:
+        del merged["architecture"]
+    if "milestones" in merged:
+        merged["milestones"] = parse_milestones(merged["milestones"])
+    return validate(Config(**merged))
+
+
+def validate(cfg: Config) -> Config:
+    """Check every field once, at the edge; raise ConfigError naming the first bad field."""
+    from trainer.data import DATASETS
+    from trainer.models import MODELS
+
+    def fail(name: str, msg: str) -> None:
+        raise ConfigError(f"{name}: {msg}")
+
+    if cfg.dataset not in DATASETS:
+        fail("dataset", f"unknown dataset {cfg.dataset!r}; choose one of {sorted(DATASETS)}")
+    if cfg.architecture not in MODELS:
+        fail("architecture",
+             f"unknown architecture {cfg.architecture!r}; choose one of {sorted(MODELS)}")
+    if cfg.method not in METHODS:
+        fail("method", f"unknown method {cfg.method!r}; choose one of {list(METHODS)}")
+    if cfg.meta_grad not in META_GRADS:
+        fail("meta_grad", f"unknown meta-gradient {cfg.meta_grad!r}; choose fd or exact")
+    if cfg.device not in DEVICES:
+        fail("device", f"unknown device {cfg.device!r}; choose one of {list(DEVICES)}")
+    for name in ("total_steps", "batch_size", "test_freq", "log_freq", "num_label"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            fail(name, f"must be a positive integer, got {value!r}")
+    for name in ("warmup", "seed"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            fail(name, f"must be a non-negative integer, got {value!r}")
+    for name in ("lr", "weight", "weight_decay", "momentum", "gamma"):
+        value = getattr(cfg, name)
+        if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+            fail(name, f"must be a finite number >= 0, got {value!r}")
+    if not cfg.alpha > 0:
+        fail("alpha", f"the Beta(alpha, alpha) concentration must be > 0, got {cfg.alpha!r}")
+    if not cfg.epsilon > 0:
+        fail("epsilon", f"the finite-difference step must be > 0, got {cfg.epsilon!r}")
+    if not 0 <= cfg.momentum < 1:
+        fail("momentum", f"must be in [0, 1), got {cfg.momentum!r}")
+    num_classes = DATASETS[cfg.dataset].num_classes
+    if cfg.num_label % num_classes:
+        fail("num_label", f"{cfg.num_label} labels cannot be split evenly over "
+             f"{num_classes} classes of {cfg.dataset}; use a multiple of {num_classes}")
+    parse_milestones(cfg.milestones)
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a validated Config from its to_dict() form (config.json, checkpoints)."""
+    fields_ = {f.name for f in dataclasses.fields(Config)}
+    data = {k: v for k, v in data.items() if k in fields_}
+    data["milestones"] = parse_milestones(data.get("milestones", []))
+    return validate(Config(**data))
+
+
+__all__ = ["Config", "ConfigError", "PRESETS", "METHODS", "parse_milestones", "resolve",
+           "validate", "config_from_dict"]

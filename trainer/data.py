@@ -1,0 +1,272 @@
+"""Datasets by name, the class-balanced labeled split, and batched on-device augmentation.
+
+Images are kept as uint8 NCHW tensors on the training device; a batch is drawn by
+index, cropped/flipped in one batched gather and normalised there. CIFAR and SVHN
+are read from their official on-disk formats (torchvision downloads them on request);
+digits is scikit-learn's embedded set and needs no download.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+class DatasetMissing(FileNotFoundError):
+    """The dataset's files are not where the config says; the message lists them."""
+
+
+@dataclass
+class Arrays:
+    """A dataset as numpy arrays: uint8 images NCHW, int64 labels."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    test_split: list[int] | str  # digits: indices into load_digits(); others: "official"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    num_classes: int
+    channels: int
+    size: int
+    crop_padding: int  # random crop with this padding (the authors: 4 for CIFAR and SVHN)
+    flip: bool  # random horizontal flip (not for digits or house numbers)
+    load: Callable[[str, bool], Arrays]  # (root, download) -> Arrays
+
+
+# --- digits: 1797 real 8x8 images shipped inside scikit-learn -----------------------------
+
+DIGITS_TEST_FRACTION = 0.3
+DIGITS_SPLIT_SEED = 0
+
+
+def digits_test_indices(labels: np.ndarray) -> np.ndarray:
+    """The fixed digits test set: 30% of each class, drawn with numpy's default_rng(0)."""
+    rng = np.random.default_rng(DIGITS_SPLIT_SEED)
+    test = []
+    for c in range(int(labels.max()) + 1):
+        idx = np.flatnonzero(labels == c)
+        test.append(rng.permutation(idx)[: int(round(DIGITS_TEST_FRACTION * len(idx)))])
+    return np.sort(np.concatenate(test))
+
+
+def load_digits_arrays(root: str, download: bool) -> Arrays:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    # 17 grey levels (0..16) stretched to uint8 so every dataset shares one pipeline.
+    images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    labels = d.target.astype(np.int64)
+    test = digits_test_indices(labels)
+    train = np.setdiff1d(np.arange(len(labels)), test)
+    return Arrays(images[train], labels[train], images[test], labels[test], test.tolist())
+
+
+# --- CIFAR: the "python version" pickles ---------------------------------------------------
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickle plain containers and numpy arrays only: dataset files never run code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a dataset file")
+
+
+def _read_cifar_batch(path: str, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, "rb") as f:
+        entry = _ArrayUnpickler(f, encoding="latin1").load()
+    entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
+    data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return data, np.asarray(entry[label_key], dtype=np.int64)
+
+
+def _require(root: str, folder: str, names: list[str], dataset: str, source: str) -> None:
+    missing = [n for n in names if not os.path.isfile(os.path.join(root, folder, n))]
+    if missing:
+        where = os.path.join(os.path.abspath(root), folder)
+        raise DatasetMissing(
+            f"{dataset}: missing {', '.join(missing)} in {where}. Expected {source}. "
+            f"Pass --download to fetch it, or --data-path to the folder that holds '{folder}'."
+        )
+
+
+def _cifar_loader(dataset: str) -> Callable[[str, bool], Arrays]:
+    if dataset == "cifar10":
+        folder, train_files, test_files = (
+            "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"])
+        key, source = "labels", "the extracted 'CIFAR-10 python version' archive"
+    else:
+        folder, train_files, test_files = "cifar-100-python", ["train"], ["test"]
+        key, source = "fine_labels", "the extracted 'CIFAR-100 python version' archive"
+
+    def load(root: str, download: bool) -> Arrays:
+        if download:
+            import torchvision
+
+            cls = torchvision.datasets.CIFAR10 if dataset == "cifar10" else (
+                torchvision.datasets.CIFAR100)
+            for train in (True, False):  # downloads and verifies the official checksums
+                cls(root, train=train, download=True)
+        _require(root, folder, train_files + test_files, dataset, source)
+        tr = [_read_cifar_batch(os.path.join(root, folder, n), key) for n in train_files]
+        te = [_read_cifar_batch(os.path.join(root, folder, n), key) for n in test_files]
+        return Arrays(np.concatenate([x for x, _ in tr]), np.concatenate([y for _, y in tr]),
+                      np.concatenate([x for x, _ in te]), np.concatenate([y for _, y in te]),
+                      "official")
+
+    return load
+
+
+# --- SVHN: the cropped-digits .mat files (format 2) ----------------------------------------
+
+def _read_svhn(path: str) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.io import loadmat
+
+    mat = loadmat(path)
+    x = np.ascontiguousarray(np.transpose(mat["X"], (3, 2, 0, 1)))  # HWCN -> NCHW
+    y = mat["y"].astype(np.int64).reshape(-1)
+    y[y == 10] = 0  # the format stores digit 0 as label 10
+    return x.astype(np.uint8), y
+
+
+def load_svhn_arrays(root: str, download: bool) -> Arrays:
+    if download:
+        import torchvision
+
+        for split in ("train", "test"):
+            torchvision.datasets.SVHN(root, split=split, download=True)
+    names = ["train_32x32.mat", "test_32x32.mat"]
+    _require(root, "", names, "svhn", "the cropped-digits files of format 2 (32x32 .mat)")
+    (trx, try_), (tex, tey) = (_read_svhn(os.path.join(root, n)) for n in names)
+    return Arrays(trx, try_, tex, tey, "official")
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(10, 1, 8, 1, False, load_digits_arrays),
+    "cifar10": DatasetSpec(10, 3, 32, 4, True, _cifar_loader("cifar10")),
+    "cifar100": DatasetSpec(100, 3, 32, 4, True, _cifar_loader("cifar100")),
+    "svhn": DatasetSpec(10, 3, 32, 4, False, load_svhn_arrays),
+}
+
+
+# --- the labeled split ---------------------------------------------------------------------
+
+def labeled_split(labels: np.ndarray, num_label: int, num_classes: int,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced random labeled indices (num_label / num_classes per class) and the rest."""
+    per_class = num_label // num_classes
+    if num_label > len(labels):
+        raise ValueError(f"num_label: {num_label} labels asked for, but the training set has "
+                         f"only {len(labels)} images; use a smaller --num-label")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in range(num_classes):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < per_class:
+            raise ValueError(f"num_label: {per_class} labels per class asked for, but class {c} "
+                             f"has only {len(idx)} training images; use a smaller --num-label")
+        chosen.append(rng.choice(idx, size=per_class, replace=False))
+    labeled = np.sort(np.concatenate(chosen))
+    unlabeled = np.setdiff1d(np.arange(len(labels)), labeled)
+    return labeled, unlabeled
+
+
+# --- on-device data ------------------------------------------------------------------------
+
+@dataclass
+class DeviceData:
+    """A dataset resident on the training device, with its split and normalisation."""
+
+    spec: DatasetSpec
+    train_x: torch.Tensor  # uint8 NCHW
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    labeled: np.ndarray
+    unlabeled: np.ndarray
+    test_split: list[int] | str
+    mean: torch.Tensor  # (C, 1, 1), in [0, 1] units
+    std: torch.Tensor
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() / 255.0 - self.mean) / self.std
+
+    def split_record(self) -> dict:
+        return {"labeled": self.labeled.tolist(), "unlabeled": self.unlabeled.tolist(),
+                "test": self.test_split}
+
+
+def load_data(dataset: str, root: str, download: bool, num_label: int, seed: int,
+              device: torch.device) -> DeviceData:
+    """Read a dataset, draw its labeled split from `seed`, and move it to `device`."""
+    spec = DATASETS[dataset]
+    arrays = spec.load(root, download)
+    labeled, unlabeled = labeled_split(arrays.train_y, num_label, spec.num_classes, seed)
+    train = torch.from_numpy(arrays.train_x)
+    pixels = train.float().div_(255.0).transpose(0, 1).reshape(spec.channels, -1)
+    mean, std = pixels.mean(1).view(-1, 1, 1), pixels.std(1).clamp_min(1e-3).view(-1, 1, 1)
+    return DeviceData(
+        spec, train.to(device), torch.from_numpy(arrays.train_y).to(device),
+        torch.from_numpy(arrays.test_x).to(device), torch.from_numpy(arrays.test_y).to(device),
+        labeled, unlabeled, arrays.test_split, mean.to(device), std.to(device))
+
+
+class IndexStream:
+    """Batches of indices drawn epoch by epoch without replacement, as the authors' loader does.
+
+    A batch may straddle two epochs; the state (order, position, generator) is checkpointed.
+    """
+
+    def __init__(self, indices: np.ndarray, batch_size: int, seed: int):
+        self.indices = torch.as_tensor(indices, dtype=torch.long)
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = torch.empty(0, dtype=torch.long)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        while len(self.order) - self.pos < self.batch_size:
+            perm = torch.randperm(len(self.indices), generator=self.generator)
+            self.order = torch.cat([self.order[self.pos:], self.indices[perm]])
+            self.pos = 0
+        batch = self.order[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"order": self.order[self.pos:].clone(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order, self.pos = state["order"], 0
+        self.generator.set_state(state["generator"])
+
+
+def augment(x: torch.Tensor, padding: int, flip: bool) -> torch.Tensor:
+    """Random crop with zero `padding` (offsets uniform over all positions) and optional flip."""
+    if padding:
+        b, _, h, w = x.shape
+        padded = torch.nn.functional.pad(x, (padding,) * 4)
+        oy = torch.randint(0, 2 * padding + 1, (b, 1), device=x.device)
+        ox = torch.randint(0, 2 * padding + 1, (b, 1), device=x.device)
+        rows = (oy + torch.arange(h, device=x.device))[:, :, None]  # (B, H, 1)
+        cols = (ox + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
+        batch = torch.arange(b, device=x.device)[:, None, None]
+        x = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    if flip:
+        mask = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < 0.5
+        x = torch.where(mask, x.flip(3), x)
+    return x

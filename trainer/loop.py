@@ -1,0 +1,196 @@
+"""The training loop: data, model, evaluation, checkpoints, the run directory, the reporting hook."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from tensorboardX import SummaryWriter
+
+from trainer import checkpoint
+from trainer.config import Config, ConfigError
+from trainer.data import DeviceData, IndexStream, augment, load_data
+from trainer.models import build_model
+from trainer.progress import Progress
+from trainer.rundir import copy_file, write_csv, write_json
+from trainer.step import STAT_NAMES, Batch, consistency_weight, learning_rate, train_step
+
+# Called at every evaluation with the metrics row and the path of the checkpoint just written.
+ReportHook = Callable[[dict[str, float], str], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when available; asking for CUDA without one is a config error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda was asked for but torch sees no CUDA device; "
+                          "use --device cpu or --device auto")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: DeviceData, batch_size: int = 1000):
+    """Mean test cross-entropy and test accuracy in eval mode, as device tensors."""
+    model.eval()
+    loss = torch.zeros((), device=data.test_y.device)
+    correct = torch.zeros((), device=data.test_y.device)
+    for i in range(0, len(data.test_y), batch_size):
+        logits = model(data.normalize(data.test_x[i:i + batch_size]))
+        y = data.test_y[i:i + batch_size]
+        loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    return loss / len(data.test_y), correct / len(data.test_y)
+
+
+def _draw(stream: IndexStream, data: DeviceData) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = stream.next().to(data.train_x.device, non_blocking=True)
+    x = augment(data.train_x[idx], data.spec.crop_padding, data.spec.flip)
+    return data.normalize(x), data.train_y[idx]
+
+
+def train(cfg: Config, report: ReportHook | None = None,
+          show_progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) one training run; return the summary also written to summary.json."""
+    device = resolve_device(cfg.device)
+    state = None
+    if cfg.resume:
+        state = checkpoint.load(cfg.resume)
+        checkpoint.check_compatible(state, cfg.to_dict(), cfg.resume)
+    data = load_data(cfg.dataset, cfg.data_path, cfg.download, cfg.num_label, cfg.seed, device)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.architecture, data.spec.channels, data.spec.num_classes).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    labeled = IndexStream(data.labeled, cfg.batch_size, seed=cfg.seed)
+    unlabeled = IndexStream(data.unlabeled, cfg.batch_size, seed=cfg.seed + 1)
+    step, best, best_step, history, elapsed_before = 0, 0.0, 0, [], 0.0
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise checkpoint.CheckpointError(
+                f"resume: {cfg.resume} does not fit a {cfg.architecture} for {cfg.dataset} "
+                f"({str(e).splitlines()[0][:200]})") from e
+        labeled.load_state_dict(state["streams"]["labeled"])
+        unlabeled.load_state_dict(state["streams"]["unlabeled"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        step, best, best_step = state["step"], state["best_test_accuracy"], state["best_step"]
+        history, elapsed_before = list(state["history"]), state["elapsed_seconds"]
+
+    run = cfg.save_path
+    paths = {name: os.path.join(run, name) for name in (
+        "config.json", "split.json", "metrics.csv", "checkpoint.pt", "best.pt", "summary.json")}
+    os.makedirs(run, exist_ok=True)
+    write_json(paths["config.json"], cfg.to_dict())
+    write_json(paths["split.json"], data.split_record())
+    write_csv(paths["metrics.csv"], history)  # drops rows a crash left after the checkpoint
+    writer = SummaryWriter(logdir=run, purge_step=step if state is not None else None)
+
+    beta = None
+    if cfg.uses_mixup:
+        a = torch.tensor(float(cfg.alpha), device=device)
+        beta = torch.distributions.Beta(a, a)
+    images_per_step = cfg.batch_size * (1 if cfg.method == "supervised" else 2)
+    progress = Progress(cfg.total_steps, step, enabled=show_progress)
+    progress.message(f"{cfg.method} on {cfg.dataset} ({cfg.num_label} labels, "
+                     f"{cfg.architecture}, {device}) -> {run}"
+                     + (f", resumed at step {step}" if state is not None else ""))
+
+    sums = torch.zeros(len(STAT_NAMES), device=device)
+    nonfinite = torch.zeros((), device=device)
+    count, t_start = 0, time.perf_counter()
+    t_interval = t_start
+    try:
+        while step < cfg.total_steps:
+            lr, weight = learning_rate(cfg, step), consistency_weight(cfg, step)
+            x_l, y_l = _draw(labeled, data)
+            x_u = y_u = None
+            if cfg.method != "supervised":
+                x_u, y_u = _draw(unlabeled, data)
+            stats = train_step(model, optimizer, cfg, Batch(x_l, y_l, x_u, y_u), lr, weight, beta)
+            sums += stats
+            nonfinite += ~torch.isfinite(stats[0])
+            count += 1
+            step += 1
+
+            evaluating = step % cfg.test_freq == 0 or step == cfg.total_steps
+            if not (evaluating or step % cfg.log_freq == 0):
+                continue
+            # The one host-device synchronisation between evaluations.
+            *means, bad = torch.cat([sums / count, nonfinite.view(1)]).tolist()
+            if bad:
+                last = history[-1]["step"] if history else 0
+                message = (f"loss became NaN or infinite in {int(bad)} of the steps "
+                           f"{step - count + 1}..{step} (the last {count} steps); the last good "
+                           f"checkpoint ({paths['checkpoint.pt']}, step {last}) is kept. "
+                           "Lower --lr or --weight, or check the data.")
+                write_json(paths["summary.json"], {
+                    "status": "diverged", "error": message, "steps": last,
+                    "best_test_accuracy": best, "best_step": best_step})
+                raise TrainingDiverged(message)
+            stats_now = dict(zip(STAT_NAMES, means))
+            progress.show(step, stats_now, best if history else None)
+            if not evaluating:
+                continue
+
+            test_loss, test_acc = (v.item() for v in evaluate(model, data))
+            if not history or test_acc > best:
+                best, best_step = test_acc, step
+            now = time.perf_counter()
+            row = {"step": step, "lr": lr, "weight": weight, **stats_now,
+                   "test_loss": test_loss, "test_accuracy": test_acc,
+                   "best_test_accuracy": best,
+                   "elapsed_seconds": elapsed_before + now - t_start,
+                   "images_per_second": count * images_per_step / max(now - t_interval, 1e-9)}
+            history.append(row)
+            checkpoint.save(paths["checkpoint.pt"], {
+                "step": step, "config": cfg.to_dict(), "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "best_test_accuracy": best,
+                "best_step": best_step, "history": history,
+                "elapsed_seconds": row["elapsed_seconds"],
+                "streams": {"labeled": labeled.state_dict(),
+                            "unlabeled": unlabeled.state_dict()},
+                "rng": {"torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda"
+                        else None}})
+            if best_step == step:
+                copy_file(paths["checkpoint.pt"], paths["best.pt"])
+            write_csv(paths["metrics.csv"], history)
+            for key, value in row.items():
+                if key != "step":
+                    writer.add_scalar(f"{'test' if key.startswith('test') else 'train'}/{key}",
+                                      value, step)
+            writer.flush()
+            progress.message(f"step {step}: test accuracy {test_acc:.4f} "
+                             f"(best {best:.4f} at step {best_step})")
+            if report is not None:
+                report(row, paths["checkpoint.pt"])
+            sums.zero_()
+            count, t_interval = 0, time.perf_counter()
+    finally:
+        progress.close()
+        writer.close()
+
+    last = history[-1]
+    summary = {
+        "status": "completed", "dataset": cfg.dataset, "method": cfg.method,
+        "architecture": cfg.architecture, "num_label": cfg.num_label, "seed": cfg.seed,
+        "steps": last["step"], "final_test_accuracy": last["test_accuracy"],
+        "best_test_accuracy": best, "best_step": best_step,
+        "final_test_error": 1.0 - last["test_accuracy"], "best_test_error": 1.0 - best,
+        "wall_seconds": last["elapsed_seconds"],
+    }
+    write_json(paths["summary.json"], summary)
+    return summary

@@ -1,0 +1,55 @@
+"""Atomic writes of a run directory's files: JSON, the metrics CSV, checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from typing import IO, Any
+
+
+def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
+    """Write through `write(file)` into a temporary file beside `path`, then rename it over.
+
+    A reader (or a crash) sees either the old file or the complete new one, never a part.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str, data: Any) -> None:
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=True) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_csv(path: str, rows: list[dict[str, Any]]) -> None:
+    """Rewrite a whole CSV (one row per evaluation: small, and never half-written)."""
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+
+
+def copy_file(src: str, dst: str) -> None:
+    """Copy src to dst atomically."""
+    def write(f: IO[bytes]) -> None:
+        with open(src, "rb") as s:
+            while chunk := s.read(1 << 20):
+                f.write(chunk)
+    atomic_write(dst, write)
