@@ -1,4 +1,4 @@
-"""The training loop: data, model, evaluation, checkpoints, the run directory, the reporting hook."""
+"""The training loop: data, model, evaluation, checkpoints, run directory, reporting hook."""
 
 from __future__ import annotations
 

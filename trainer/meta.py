@@ -74,7 +74,7 @@ def exact_meta_gradient(model: nn.Module, x_l: torch.Tensor, y_l: torch.Tensor,
 
 
 def update_pseudo_labels(p: torch.Tensor, d: torch.Tensor, lr: float) -> torch.Tensor:
-    """One meta step on the pseudo labels: relu(p - lr * d), rows renormalised (zero rows stay 0)."""
+    """One meta step: relu(p - lr * d), rows renormalised to sum to 1 (zero rows stay zero)."""
     y = torch.relu(p - lr * d)
     sums = y.sum(dim=1, keepdim=True)
     return y / torch.where(sums == 0, torch.ones_like(sums), sums)

@@ -1,0 +1,72 @@
+"""Config: presets, overrides, milestone parsing and validation that names the field."""
+
+import pytest
+
+from trainer.config import ConfigError, parse_milestones, resolve
+
+
+@pytest.mark.parametrize("text", ["[300000, 350000]", "300000,350000", "300000 350000",
+                                  " [300000,350000] "])
+def test_milestones_parse_as_a_list_of_integers(text):
+    assert parse_milestones(text) == (300000, 350000)
+
+
+def test_empty_milestones_mean_a_constant_rate():
+    assert parse_milestones("[]") == () and parse_milestones("") == ()
+
+
+@pytest.mark.parametrize("text", ["[1, x]", "1.5", "__import__('os')", "[300000; 1]",
+                                  "[-5]", "[5, 3]"])
+def test_malformed_milestones_are_rejected_not_evaluated(text):
+    with pytest.raises(ConfigError, match="milestones"):
+        parse_milestones(text)
+
+
+def test_each_dataset_brings_the_papers_defaults():
+    svhn, c10, c100 = resolve({"dataset": "svhn"}), resolve({"dataset": "cifar10"}), resolve(
+        {"dataset": "cifar100"})
+    assert (svhn.alpha, svhn.weight_decay, svhn.num_label, svhn.seed) == (0.1, 5e-5, 1000, 7788)
+    assert (c10.alpha, c10.weight_decay, c10.num_label, c10.seed) == (1.0, 1e-4, 4000, 8469)
+    assert (c100.num_label, c100.seed, c100.architecture) == (10000, 7788, "convlarge")
+    assert c10.milestones == (300000, 350000) and c10.total_steps == 400000
+    assert c10.batch_size == 128 and c10.lr == 0.1 and c10.warmup == 4000
+    assert c10.epsilon == 1e-2 and c10.method == "metasemi" and c10.meta_grad == "fd"
+
+
+def test_flags_override_presets():
+    cfg = resolve({"dataset": "svhn", "alpha": 0.5, "milestones": "[10, 20]",
+                   "architecture": "shakeshake"})
+    assert cfg.alpha == 0.5 and cfg.milestones == (10, 20)
+    assert cfg.architecture == "shakeshake26"  # the authors' name maps to ours
+
+
+def test_the_digits_preset_is_small():
+    cfg = resolve({})
+    assert cfg.dataset == "digits" and cfg.num_label == 50 and cfg.total_steps <= 1000
+
+
+@pytest.mark.parametrize("overrides,field", [
+    ({"dataset": "mnist"}, "dataset"),
+    ({"architecture": "resnet9000"}, "architecture"),
+    ({"method": "fixmatch"}, "method"),
+    ({"meta_grad": "third-order"}, "meta_grad"),
+    ({"num_label": 55}, "num_label"),
+    ({"total_steps": 0}, "total_steps"),
+    ({"batch_size": -1}, "batch_size"),
+    ({"test_freq": 0}, "test_freq"),
+    ({"lr": -0.1}, "lr"),
+    ({"lr": float("nan")}, "lr"),
+    ({"alpha": 0.0}, "alpha"),
+    ({"epsilon": 0.0}, "epsilon"),
+    ({"momentum": 1.0}, "momentum"),
+    ({"warmup": -1}, "warmup"),
+    ({"bogus": 1}, "bogus"),
+])
+def test_invalid_values_fail_naming_the_field(overrides, field):
+    with pytest.raises(ConfigError, match=field):
+        resolve(overrides)
+
+
+def test_num_label_error_says_how_to_fix_it():
+    with pytest.raises(ConfigError, match="multiple of 100"):
+        resolve({"dataset": "cifar100", "num_label": 1050})

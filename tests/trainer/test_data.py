@@ -1,0 +1,191 @@
+"""Datasets: CIFAR/SVHN read from their real on-disk formats, digits embedded, balanced splits,
+and the batched augmentation."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+
+from trainer.data import (
+    DATASETS,
+    DatasetMissing,
+    IndexStream,
+    augment,
+    digits_test_indices,
+    labeled_split,
+    load_data,
+)
+
+
+def write_cifar10(root, per_batch=30, test=20, seed=0):
+    """Six pickled batches exactly as in 'cifar-10-batches-py' (python 2 pickles, str keys)."""
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(root, "cifar-10-batches-py")
+    os.makedirs(folder)
+    labels = {}
+    for name, n in [*((f"data_batch_{i}", per_batch) for i in range(1, 6)), ("test_batch", test)]:
+        y = [int(v) for v in np.arange(n) % 10]
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        entry = {"batch_label": name, "labels": y, "data": data,
+                 "filenames": [f"{i}.png" for i in range(n)]}
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+        labels[name] = (data, y)
+    with open(os.path.join(folder, "batches.meta"), "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f, protocol=2)
+    return labels
+
+
+def write_cifar100(root, train=300, test=100, seed=0):
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(root, "cifar-100-python")
+    os.makedirs(folder)
+    out = {}
+    for name, n in [("train", train), ("test", test)]:
+        fine = [int(v) for v in np.arange(n) % 100]
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        entry = {b"filenames": [b"x.png"] * n, b"fine_labels": fine,
+                 b"coarse_labels": [v // 5 for v in fine], b"data": data}  # bytes keys, as py2
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+        out[name] = (data, fine)
+    return out
+
+
+def write_svhn(root, train=60, test=30, seed=0):
+    """train_32x32.mat / test_32x32.mat: X is (32, 32, 3, N) uint8, y is (N, 1), 0 stored as 10."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(root, exist_ok=True)
+    out = {}
+    for name, n in [("train", train), ("test", test)]:
+        digits = np.arange(n) % 10
+        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        y = np.where(digits == 0, 10, digits).astype(np.uint8).reshape(-1, 1)
+        scipy.io.savemat(os.path.join(root, f"{name}_32x32.mat"), {"X": x, "y": y})
+        out[name] = (x, digits)
+    return out
+
+
+def test_cifar10_reads_the_python_batches(tmp_path):
+    written = write_cifar10(tmp_path)
+    arrays = DATASETS["cifar10"].load(str(tmp_path), False)
+
+    assert arrays.train_x.shape == (150, 3, 32, 32) and arrays.train_x.dtype == np.uint8
+    assert arrays.test_x.shape == (20, 3, 32, 32)
+    data, labels = written["data_batch_2"]
+    # Row-major 3072 bytes are R, G, B planes of 32x32: image 0 of batch 2 is train image 30.
+    assert np.array_equal(arrays.train_x[30], data[0].reshape(3, 32, 32))
+    assert arrays.train_y[30:60].tolist() == labels
+    assert arrays.test_split == "official"
+
+
+def test_cifar100_reads_fine_labels(tmp_path):
+    written = write_cifar100(tmp_path)
+    arrays = DATASETS["cifar100"].load(str(tmp_path), False)
+
+    assert arrays.train_x.shape == (300, 3, 32, 32)
+    assert arrays.train_y.tolist() == written["train"][1]
+    assert arrays.test_y.max() == 99
+
+
+def test_svhn_reads_mat_files_and_maps_label_10_to_0(tmp_path):
+    written = write_svhn(tmp_path)
+    arrays = DATASETS["svhn"].load(str(tmp_path), False)
+
+    assert arrays.train_x.shape == (60, 3, 32, 32)
+    assert arrays.train_y.tolist() == written["train"][1].tolist()
+    assert set(arrays.train_y.tolist()) == set(range(10))
+    x = written["train"][0]
+    assert np.array_equal(arrays.train_x[7], np.transpose(x[:, :, :, 7], (2, 0, 1)))  # HWC -> CHW
+
+
+@pytest.mark.parametrize("dataset,writer,num_label", [
+    ("cifar10", write_cifar10, 40), ("cifar100", write_cifar100, 200), ("svhn", write_svhn, 20)])
+def test_load_data_gives_a_class_balanced_split(tmp_path, dataset, writer, num_label):
+    writer(tmp_path)
+    data = load_data(dataset, str(tmp_path), False, num_label, seed=5, device=torch.device("cpu"))
+    classes = DATASETS[dataset].num_classes
+
+    counts = np.bincount(data.train_y[data.labeled].numpy(), minlength=classes)
+    assert counts.tolist() == [num_label // classes] * classes
+    assert len(np.intersect1d(data.labeled, data.unlabeled)) == 0
+    assert len(data.labeled) + len(data.unlabeled) == len(data.train_y)
+    assert data.train_x.dtype == torch.uint8 and data.mean.shape == (3, 1, 1)
+
+
+def test_missing_files_name_what_is_expected_where(tmp_path):
+    with pytest.raises(DatasetMissing) as e:
+        DATASETS["cifar10"].load(str(tmp_path), False)
+    assert "data_batch_1" in str(e.value) and "--download" in str(e.value)
+    with pytest.raises(DatasetMissing, match="train_32x32.mat"):
+        DATASETS["svhn"].load(str(tmp_path), False)
+    with pytest.raises(DatasetMissing, match="cifar-100-python"):
+        DATASETS["cifar100"].load(str(tmp_path), False)
+
+
+def test_dataset_pickles_cannot_run_code(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    for name in ("train", "test"):
+        (folder / name).write_bytes(pickle.dumps({"data": os.system}))
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        DATASETS["cifar100"].load(str(tmp_path), False)
+
+
+def test_digits_split_is_fixed_stratified_and_disjoint():
+    from sklearn.datasets import load_digits
+
+    labels = load_digits().target
+    test = digits_test_indices(labels)
+    assert np.array_equal(test, digits_test_indices(labels))  # fixed, not seed-dependent
+    per_class = np.bincount(labels[test], minlength=10) / np.bincount(labels, minlength=10)
+    assert np.allclose(per_class, 0.3, atol=0.01)
+
+    arrays = DATASETS["digits"].load("", False)
+    assert len(arrays.train_y) + len(arrays.test_y) == 1797
+    assert arrays.test_split == test.tolist()
+    assert arrays.train_x.shape[1:] == (1, 8, 8) and arrays.train_x.max() == 255
+
+
+def test_labeled_split_depends_on_the_seed_and_rejects_impossible_requests():
+    labels = np.repeat(np.arange(10), 20)
+    a, _ = labeled_split(labels, 50, 10, seed=1)
+    b, _ = labeled_split(labels, 50, 10, seed=1)
+    c, _ = labeled_split(labels, 50, 10, seed=2)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    with pytest.raises(ValueError, match="num_label.*only 200"):
+        labeled_split(labels, 300, 10, seed=0)
+    with pytest.raises(ValueError, match="class 3 has only 5"):
+        labeled_split(np.concatenate([labels[labels != 3], [3] * 5]), 100, 10, seed=0)
+
+
+def test_index_stream_covers_every_index_once_per_epoch():
+    stream = IndexStream(np.arange(100, 110), batch_size=4, seed=0)
+    drawn = torch.cat([stream.next() for _ in range(5)]).tolist()  # two epochs
+    assert sorted(drawn[:10]) == list(range(100, 110))
+    assert sorted(drawn[10:]) == list(range(100, 110))
+
+
+def test_augment_crops_uniformly_over_all_offsets_and_flips_half():
+    torch.manual_seed(0)
+    n, size, pad = 8100, 8, 4
+    # Each image is one bright pixel at (0, 0): where it lands tells the crop offset.
+    x = torch.zeros(n, 1, size, size, dtype=torch.uint8)
+    x[:, 0, 0, 0] = 255
+    out = augment(x, padding=pad, flip=False)
+    hit = (out[:, 0] == 255).flatten(1)
+    visible = hit.any(1)
+    # The pixel stays visible for offsets (oy, ox) <= pad, i.e. 5 x 5 of the 9 x 9 offsets.
+    assert visible.float().mean().item() == pytest.approx(25 / 81, abs=0.02)
+    pos = hit[visible].float().argmax(1)
+    r, c = pos // size, pos % size
+    counts = torch.bincount(r * 5 + c, minlength=25).float()
+    assert counts.min() > 0.8 * counts.mean() and len(counts) == 25
+
+    flipped = augment(x, padding=0, flip=True)
+    right = (flipped[:, 0, 0, size - 1] == 255).float().mean().item()
+    assert right == pytest.approx(0.5, abs=0.03)
+    assert torch.equal(augment(x, padding=0, flip=False), x)

@@ -1,0 +1,99 @@
+"""The meta step: the finite difference tracks the exact meta-gradient, and pseudo labels
+move against the labeled loss."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from trainer.meta import (
+    exact_meta_gradient,
+    fd_meta_gradient,
+    labeled_gradient,
+    pseudo_labels,
+    update_pseudo_labels,
+)
+
+
+def tiny_problem(seed=0, dtype=torch.float64):
+    """A small conv net with BatchNorm (eval mode, as the meta step runs) and two batches."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.LeakyReLU(0.1),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 5)).to(dtype)
+    model.train()
+    with torch.no_grad():  # give BatchNorm non-trivial running statistics
+        for _ in range(3):
+            model(torch.randn(16, 1, 6, 6, dtype=dtype))
+    model.eval()
+    x_l, y_l = torch.randn(12, 1, 6, 6, dtype=dtype), torch.randint(0, 5, (12,))
+    x_u = torch.randn(20, 1, 6, 6, dtype=dtype)
+    return model, x_l, y_l, x_u
+
+
+def labeled_loss_after_virtual_step(model, x_l, y_l, x_u, y, eta):
+    """CE on the labeled batch after one SGD step of size eta on the consistency loss to y."""
+    params = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+    out = functional_call(model, {**params, **buffers}, (x_u,))
+    cons = (F.softmax(out, dim=1) - y).pow(2).sum()
+    grads = torch.autograd.grad(cons, list(params.values()))
+    moved = {n: p - eta * g for (n, p), g in zip(params.items(), grads)}
+    with torch.no_grad():
+        return F.cross_entropy(functional_call(model, {**moved, **buffers}, (x_l,)), y_l).item()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_finite_difference_agrees_with_exact_meta_gradient(seed):
+    model, x_l, y_l, x_u = tiny_problem(seed)
+    grads, _ = labeled_gradient(model, x_l, y_l)
+    p_fd, d_fd = fd_meta_gradient(model, grads, x_u, epsilon=1e-4)
+    p_ex, d_ex = exact_meta_gradient(model, x_l, y_l, x_u, eta=1e-5)
+
+    assert torch.allclose(p_fd, p_ex)
+    cosine = F.cosine_similarity(d_fd.flatten(), d_ex.flatten(), dim=0).item()
+    assert cosine >= 0.99, cosine
+    # Same scale too, so one meta learning rate serves both (constant factors folded in).
+    assert d_fd.norm().item() == pytest.approx(d_ex.norm().item(), rel=0.05)
+
+
+def test_finite_difference_leaves_parameters_bit_identical():
+    model, x_l, y_l, x_u = tiny_problem(dtype=torch.float32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pseudo_labels(model, x_l, y_l, x_u, lr=0.1, epsilon=1e-2, method="fd")
+    after = model.state_dict()
+    for name, value in before.items():
+        assert torch.equal(value, after[name]), name
+
+
+def test_pseudo_labels_are_distributions_and_zero_rows_stay_zero():
+    torch.manual_seed(0)
+    p = F.softmax(torch.randn(64, 10), dim=1)
+    d = torch.randn(64, 10) * 5
+    d[0] = 1.0  # this row's every entry is pushed below zero: relu leaves nothing
+    y = update_pseudo_labels(p, d, lr=1.0)
+
+    assert (y >= 0).all()
+    assert torch.equal(y[0], torch.zeros(10))
+    sums = y[1:].sum(1)
+    assert torch.allclose(sums, torch.ones_like(sums))
+    assert not torch.allclose(y, p)  # the update did something
+
+
+@pytest.mark.parametrize("method", ["fd", "exact"])
+def test_one_meta_update_lowers_labeled_loss_after_the_virtual_step(method):
+    model, x_l, y_l, x_u = tiny_problem(seed=3)
+    eta = 0.5
+    with torch.no_grad():
+        p = F.softmax(model(x_u), dim=1)
+        base = F.cross_entropy(model(x_l), y_l).item()
+    y_hat, _ = pseudo_labels(model, x_l, y_l, x_u, lr=0.5, epsilon=1e-3, method=method)
+
+    # Training towards p changes nothing (its consistency gradient is zero) ...
+    assert labeled_loss_after_virtual_step(model, x_l, y_l, x_u, p, eta) == pytest.approx(base)
+    # ... towards the meta pseudo labels lowers the labeled loss, against them raises it.
+    better = labeled_loss_after_virtual_step(model, x_l, y_l, x_u, y_hat, eta)
+    worse = labeled_loss_after_virtual_step(model, x_l, y_l, x_u, (2 * p - y_hat).clamp_min(0),
+                                            eta)
+    assert better < base < worse
