@@ -110,7 +110,7 @@ def train(cfg: Config, report: ReportHook | None = None,
 
     sums = torch.zeros(len(STAT_NAMES), device=device)
     nonfinite = torch.zeros((), device=device)
-    count, t_start = 0, time.perf_counter()
+    count, count_since_start, t_start = 0, 0, time.perf_counter()
     t_interval = t_start
     try:
         while step < cfg.total_steps:
@@ -121,6 +121,7 @@ def train(cfg: Config, report: ReportHook | None = None,
                 x_u, y_u = _draw(unlabeled, data)
             stats = train_step(model, optimizer, cfg, Batch(x_l, y_l, x_u, y_u), lr, weight, beta)
             sums += stats
+            count_since_start += 1
             nonfinite += ~torch.isfinite(stats[0])
             count += 1
             step += 1
@@ -175,6 +176,8 @@ def train(cfg: Config, report: ReportHook | None = None,
             writer.flush()
             progress.message(f"step {step}: test accuracy {test_acc:.4f} "
                              f"(best {best:.4f} at step {best_step})")
+            if step == cfg.total_steps:  # before the hook: a study may sync the run dir then
+                write_json(paths["summary.json"], _summary(cfg, history, best, best_step))
             if report is not None:
                 report(row, paths["checkpoint.pt"])
             sums.zero_()
@@ -183,8 +186,15 @@ def train(cfg: Config, report: ReportHook | None = None,
         progress.close()
         writer.close()
 
+    summary = _summary(cfg, history, best, best_step)
+    if not count_since_start:  # resumed a finished run: the loop wrote nothing
+        write_json(paths["summary.json"], summary)
+    return summary
+
+
+def _summary(cfg: Config, history: list[dict], best: float, best_step: int) -> dict[str, Any]:
     last = history[-1]
-    summary = {
+    return {
         "status": "completed", "dataset": cfg.dataset, "method": cfg.method,
         "architecture": cfg.architecture, "num_label": cfg.num_label, "seed": cfg.seed,
         "steps": last["step"], "final_test_accuracy": last["test_accuracy"],
@@ -192,5 +202,3 @@ def train(cfg: Config, report: ReportHook | None = None,
         "final_test_error": 1.0 - last["test_accuracy"], "best_test_error": 1.0 - best,
         "wall_seconds": last["elapsed_seconds"],
     }
-    write_json(paths["summary.json"], summary)
-    return summary

@@ -1,0 +1,141 @@
+"""`python study/run.py`: parse and validate a study's options, run it, print the outcome."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+
+from study import storage
+from study.driver import StudyError, StudyOptions, check_address, run_study
+from study.spaces import SpaceError, available, load_space
+
+MODES_HELP = """modes:
+  (default)       search: Optuna TPE over the space, ASHA early stopping
+  --reproduce N   run the study's best configuration (or --config paper) at full length, N seeds
+  --ablation N    the trainer's four methods (supervised, mixup, meta, metasemi), N seeds each
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python study/run.py", epilog=MODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Hyperparameter study of MetaSemi with Ray Tune and Optuna.")
+    a = p.add_argument
+    a("--space", default="digits", help=f"a space of study/spaces ({', '.join(available())}) "
+                                        "or the path of a .toml file (default digits)")
+    a("--name", help="study name (default: the space's name; -reproduce/-ablation appended)")
+    a("--storage-path", default="./studies",
+      help="where studies live: a folder, or a shared URI such as s3://bucket/studies")
+    a("--address", help="a running Ray cluster (auto after ray up); default: a local instance "
+                        "on 127.0.0.1, started and stopped here")
+    a("--resume", action="store_true", help="continue the interrupted study of this name")
+    a("--num-samples", type=int, default=16, help="trials to sample (search mode)")
+    a("--scheduler", choices=("asha", "fifo"), default="asha")
+    a("--gpus-per-trial", type=float, help="fractional GPUs per trial (0.25 packs four on a "
+                                           "GPU); default: the space's when there are GPUs")
+    a("--cpus-per-trial", type=float)
+    a("--max-concurrent", type=int, help="at most this many trials at once")
+    a("--max-failures", type=int, default=2, help="retries of a crashed trial, each from its "
+                                                  "last checkpoint")
+    a("--seed", type=int, default=0, help="the Optuna sampler's seed")
+    a("--reproduce", type=int, metavar="N", help="run a configuration at full length, N seeds")
+    a("--config", choices=("best", "paper"), default="best",
+      help="with --reproduce: the study's best configuration or the paper's defaults")
+    a("--ablation", type=int, metavar="N", help="the four methods, N seeds each")
+    a("--steps-per-trial", type=int, help="override the steps of every trial")
+    a("--test-freq", type=int, help="override the evaluation/report interval")
+    a("--data-path", default="./data", help="dataset folder on every node")
+    a("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    a("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    a("--num-gpus", type=float, help="GPUs of the local Ray instance (default: detected)")
+    a("--verbose", type=int, choices=(0, 1, 2), default=1, help="Tune's progress output")
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> StudyOptions:
+    """Check every option, the space, the storage and the cluster address; no trial runs yet."""
+    def positive(name: str, value, allow_zero: bool = False) -> None:
+        if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+            raise StudyError(f"--{name.replace('_', '-')}: must be "
+                             f"{'>= 0' if allow_zero else '>= 1'}, got {value}")
+
+    positive("num_samples", args.num_samples)
+    positive("max_concurrent", args.max_concurrent)
+    positive("reproduce", args.reproduce)
+    positive("ablation", args.ablation)
+    positive("steps_per_trial", args.steps_per_trial)
+    positive("test_freq", args.test_freq)
+    positive("max_failures", args.max_failures, allow_zero=True)
+    positive("gpus_per_trial", args.gpus_per_trial, allow_zero=True)
+    positive("cpus_per_trial", args.cpus_per_trial, allow_zero=True)
+    if args.gpus_per_trial and args.gpus_per_trial > 1 and args.gpus_per_trial % 1:
+        raise StudyError(f"--gpus-per-trial: {args.gpus_per_trial}: above 1 it must be whole "
+                         "(Ray shares a GPU only in fractions of one)")
+    if args.reproduce and args.ablation:
+        raise StudyError("--reproduce and --ablation: choose one mode per command")
+    mode = "reproduce" if args.reproduce else "ablation" if args.ablation else "search"
+    space = load_space(args.space)
+    name = args.name or space.name
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise StudyError(f"--name: {name!r}: use letters, digits, '.', '_' and '-'")
+    search_name = name
+    if mode != "search":
+        name = f"{name}-{mode}"
+    opts = StudyOptions(
+        space=space.path, name=name, storage_path=args.storage_path, address=args.address,
+        resume=args.resume, mode=mode, num_samples=args.num_samples, scheduler=args.scheduler,
+        gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+        max_concurrent=args.max_concurrent, max_failures=args.max_failures, seed=args.seed,
+        seeds=args.reproduce or args.ablation or 3, config_source=args.config,
+        total_steps=args.steps_per_trial, test_freq=args.test_freq, data_path=args.data_path,
+        device=args.device, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+        verbose=args.verbose)
+
+    storage.check_writable(args.storage_path)
+    if args.resume:
+        from ray.tune import Tuner
+
+        if not storage.exists(opts.path) or not Tuner.can_restore(opts.path):
+            raise StudyError(f"--resume: no study {name!r} to resume at {opts.path}; check "
+                             "--name and --storage-path, or drop --resume to start it")
+    elif storage.exists(opts.path):
+        raise StudyError(f"--name: a study {name!r} already exists at {opts.path}; pass "
+                         "--resume to continue it, or another --name to start a new one")
+    if mode == "reproduce" and args.config == "best":
+        summary_path = storage.study_path(args.storage_path, search_name) + "/study_summary.json"
+        if not storage.exists(summary_path):
+            raise StudyError(f"--reproduce: no finished study {search_name!r} to take the best "
+                             f"configuration from ({summary_path} missing); run the search "
+                             "first, or pass --config paper")
+        best = storage.get_json(summary_path).get("best_config")
+        if not best:
+            raise StudyError(f"--reproduce: the study {search_name!r} has no best configuration")
+        opts.extra["best_config"] = best
+    if args.address:
+        check_address(args.address)
+    return opts
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        opts = options_from_args(args)
+        summary = run_study(opts)
+    except (StudyError, SpaceError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"\nstudy {summary['name']} ({summary['mode']}): {summary['num_trials']} trials, "
+          f"{summary['num_completed']} completed, {summary['num_stopped_early']} stopped early, "
+          f"{summary['num_errored']} errored, {summary['wall_seconds']:.0f}s")
+    if summary["best_config"] is not None:
+        print(f"best test accuracy {summary['best_test_accuracy']:.4f} with "
+              f"{summary['best_config']}")
+    print(f"study directory: {summary['path']}")
+    report = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "analysis", "report.py")
+    if os.path.isfile(report):
+        print(f"analyse it: python analysis/report.py {summary['path']}")
+    return 0 if summary["num_errored"] == 0 else 1

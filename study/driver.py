@@ -1,0 +1,241 @@
+"""Run a study: connect to Ray, build the Tuner (Optuna TPE + ASHA), fit or resume, summarise."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from study import storage
+from study.spaces import Space, load_space
+from study.trainable import run_trial
+from trainer.config import PRESETS
+
+METRIC, MODE = "test_accuracy", "max"
+
+
+class StudyError(ValueError):
+    """Bad study input, found before any trial starts; the message names the fix."""
+
+
+@dataclass
+class StudyOptions:
+    """Everything a study needs, validated once in study/cli.py."""
+
+    space: str
+    name: str
+    storage_path: str = "./studies"
+    address: str | None = None
+    resume: bool = False
+    mode: str = "search"  # search | reproduce | ablation
+    num_samples: int = 16
+    scheduler: str = "asha"
+    gpus_per_trial: float | None = None  # None: the space's default when GPUs exist, else 0
+    cpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    max_failures: int = 2
+    seed: int = 0  # the searcher's seed
+    seeds: int = 3  # runs per configuration in reproduce/ablation modes
+    config_source: str = "best"  # reproduce: the study's best or the paper's defaults
+    total_steps: int | None = None  # override the space's steps per trial
+    test_freq: int | None = None
+    data_path: str = "./data"
+    device: str = "auto"
+    num_cpus: int | None = None  # a local Ray instance's logical resources
+    num_gpus: float | None = None
+    verbose: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return storage.study_path(self.storage_path, self.name)
+
+
+def check_address(address: str) -> None:
+    """An explicit HOST:PORT must answer a TCP connection (ray.init would wait a long time)."""
+    if address in ("auto", "local") or address.startswith("ray://"):
+        target = address[len("ray://"):] if address.startswith("ray://") else None
+        if target is None:
+            return
+    else:
+        target = address
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
+            pass
+    except (OSError, ValueError) as e:
+        raise StudyError(f"--address: cannot reach a Ray cluster at {address} ({e}); start "
+                         "one (ray up cluster.yaml, or ray start --head) or leave --address "
+                         "out to run on a local Ray instance") from e
+
+
+def connect(opts: StudyOptions) -> None:
+    import ray
+
+    if opts.address:
+        try:
+            ray.init(address=opts.address, log_to_driver=opts.verbose > 1)
+        except (ConnectionError, RuntimeError) as e:
+            raise StudyError(f"--address: could not connect to Ray at {opts.address}: {e}") from e
+        return
+    # A private local instance: loopback only, no dashboard.
+    ray.init(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, include_dashboard=False,
+             _node_ip_address="127.0.0.1", log_to_driver=opts.verbose > 1)
+
+
+def resources(opts: StudyOptions, space: Space) -> dict[str, float]:
+    """CPUs and GPUs per trial, checked against what the cluster's nodes can ever give."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    most_gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
+    most_cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    gpus = opts.gpus_per_trial
+    if gpus is None:
+        gpus = space.gpus_per_trial if ray.cluster_resources().get("GPU", 0) else 0.0
+    cpus = space.cpus_per_trial if opts.cpus_per_trial is None else opts.cpus_per_trial
+    cpus = min(cpus, most_cpus) if opts.cpus_per_trial is None else cpus
+    if gpus > most_gpus:
+        raise StudyError(f"--gpus-per-trial: {gpus} GPUs per trial, but no node of this cluster "
+                         f"has more than {most_gpus:g}; use at most {most_gpus:g} (fractions "
+                         "pack trials on one GPU)")
+    if cpus > most_cpus:
+        raise StudyError(f"--cpus-per-trial: {cpus} CPUs per trial, but no node has more than "
+                         f"{most_cpus:g}")
+    return {"cpu": cpus, "gpu": gpus}
+
+
+def _base_settings(opts: StudyOptions, space: Space) -> dict[str, Any]:
+    base = {"data_path": os.path.abspath(opts.data_path), "device": opts.device}
+    if opts.mode == "search":
+        base.update(space.trainer_settings({}))
+    else:  # full length: the dataset preset's schedule, the space's fixed settings
+        base.update({"dataset": space.dataset,
+                     **{k: v for k, v in space.fixed.items() if k != "milestones"}})
+    if opts.total_steps:
+        base["total_steps"] = opts.total_steps
+    if opts.test_freq:
+        base["test_freq"] = opts.test_freq
+    return base
+
+
+def _param_space(opts: StudyOptions, space: Space) -> dict[str, Any]:
+    from ray import tune
+
+    if opts.mode == "search":
+        return space.tune_space()
+    first_seed = PRESETS[space.dataset]["seed"]
+    seeds = [first_seed + i for i in range(opts.seeds)]
+    if opts.mode == "ablation":
+        chosen = space.defaults()
+        return {**chosen, "method": tune.grid_search(["supervised", "mixup", "meta", "metasemi"]),
+                "seed": tune.grid_search(seeds)}
+    if opts.config_source == "paper":
+        chosen = space.defaults()
+    else:
+        chosen = opts.extra["best_config"]
+    return {**chosen, "seed": tune.grid_search(seeds)}
+
+
+def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float]):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=_base_settings(opts, space)), per_trial)
+    if opts.resume:
+        return tune.Tuner.restore(opts.path, trainable, resume_unfinished=True,
+                                  resume_errored=True)
+    search_alg = scheduler = None
+    num_samples = 1
+    if opts.mode == "search":
+        import optuna
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna_storage = None
+        if not storage.is_uri(opts.path):
+            os.makedirs(opts.path, exist_ok=True)
+            optuna_storage = optuna.storages.RDBStorage(
+                f"sqlite:///{os.path.join(opts.path, 'optuna.db')}")
+        search_alg = OptunaSearch(
+            metric=METRIC, mode=MODE, points_to_evaluate=[space.defaults()],
+            sampler=optuna.samplers.TPESampler(seed=opts.seed), study_name=opts.name,
+            storage=optuna_storage)
+        if opts.max_concurrent:
+            search_alg = ConcurrencyLimiter(search_alg, max_concurrent=opts.max_concurrent)
+        num_samples = opts.num_samples
+        if opts.scheduler == "asha":
+            total = opts.total_steps or space.total_steps
+            scheduler = ASHAScheduler(time_attr="step", max_t=total,
+                                      grace_period=min(space.grace_steps, total),
+                                      reduction_factor=space.reduction_factor)
+    scheduler = scheduler or FIFOScheduler()
+    return tune.Tuner(
+        trainable,
+        param_space=_param_space(opts, space),
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode=MODE, search_alg=search_alg, scheduler=scheduler,
+            num_samples=num_samples,
+            max_concurrent_trials=opts.max_concurrent if opts.mode != "search" else None),
+        run_config=tune.RunConfig(
+            name=opts.name, storage_path=opts.storage_path if storage.is_uri(
+                opts.storage_path) else os.path.abspath(opts.storage_path),
+            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            sync_config=tune.SyncConfig(sync_artifacts=True),
+            verbose=opts.verbose),
+    )
+
+
+def summarise(opts: StudyOptions, space: Space, results, wall_seconds: float) -> dict[str, Any]:
+    """study_summary.json: trial counts by outcome and the best configuration."""
+    total = opts.total_steps or (space.total_steps if opts.mode == "search" else
+                                 PRESETS[space.dataset].get("total_steps"))
+    trials = []
+    for r in results:
+        m = r.metrics or {}
+        steps = int(m.get("step", 0))
+        status = "error" if r.error else ("stopped_early" if total and steps < total
+                                          else "completed")
+        trials.append({"trial_id": m.get("trial_id"), "status": status, "steps": steps,
+                       "best_test_accuracy": m.get("best_test_accuracy"),
+                       "final_test_accuracy": m.get("test_accuracy"),
+                       "config": {k: v for k, v in (r.config or {}).items()},
+                       "path": r.path})
+    scored = [t for t in trials if t["best_test_accuracy"] is not None]
+    best = max(scored, key=lambda t: t["best_test_accuracy"], default=None)
+    return {
+        "name": opts.name, "space": space.name, "mode": opts.mode, "path": opts.path,
+        "num_trials": len(trials),
+        "num_completed": sum(t["status"] == "completed" for t in trials),
+        "num_stopped_early": sum(t["status"] == "stopped_early" for t in trials),
+        "num_errored": sum(t["status"] == "error" for t in trials),
+        "best_config": best["config"] if best else None,
+        "best_test_accuracy": best["best_test_accuracy"] if best else None,
+        "best_trial_id": best["trial_id"] if best else None,
+        "wall_seconds": wall_seconds, "trials": trials,
+    }
+
+
+def run_study(opts: StudyOptions) -> dict[str, Any]:
+    """Validate against the cluster, run (or resume) the study, write study_summary.json."""
+    import ray
+
+    space = load_space(opts.space)
+    connect(opts)
+    try:
+        per_trial = resources(opts, space)
+        if not opts.resume:
+            storage.put_json(opts.path + "/study.json", {
+                "options": asdict(opts), "space": space.to_dict(), "resources": per_trial})
+        tuner = build_tuner(opts, space, per_trial)
+        t0 = time.perf_counter()
+        results = tuner.fit()
+        summary = summarise(opts, space, results, time.perf_counter() - t0)
+        storage.put_json(opts.path + "/study_summary.json", summary)
+        return summary
+    finally:
+        ray.shutdown()

@@ -1,0 +1,200 @@
+"""Search spaces: small TOML files in study/spaces/, validated on load.
+
+A space names its dataset, the study's fidelity (steps per trial, evaluation interval,
+ASHA's grace period, default resources), trainer settings held fixed, and the searched
+parameters with their bounds, scale and the paper's default (evaluated first).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+from trainer.config import Config, ConfigError, resolve
+
+SPACES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spaces")
+CONFIG_FIELDS = {f.name for f in dataclasses.fields(Config)}
+# Fields a space may not set: the study decides where runs go and how they start.
+RESERVED = {"save_path", "resume", "device", "data_path", "download", "total_steps",
+            "test_freq", "dataset"}
+FIDELITY_KEYS = {"total_steps", "test_freq", "grace_steps", "reduction_factor",
+                 "gpus_per_trial", "cpus_per_trial"}
+PARAM_TYPES = ("float", "int", "categorical")
+
+
+class SpaceError(ValueError):
+    """A search-space file is malformed; the message names the file, the key and the fix."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    default: Any
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple = ()
+
+    def tune_domain(self):
+        from ray import tune
+
+        if self.type == "categorical":
+            return tune.choice(list(self.choices))
+        if self.type == "int":
+            # randint's upper bound is exclusive
+            return (tune.lograndint if self.log else tune.randint)(int(self.low),
+                                                                    int(self.high) + 1)
+        return (tune.loguniform if self.log else tune.uniform)(self.low, self.high)
+
+
+@dataclass(frozen=True)
+class Space:
+    name: str
+    path: str
+    dataset: str
+    total_steps: int
+    test_freq: int
+    grace_steps: int
+    reduction_factor: int
+    gpus_per_trial: float
+    cpus_per_trial: float
+    fixed: dict[str, Any]
+    params: tuple[Param, ...]
+
+    def defaults(self) -> dict[str, Any]:
+        """The paper's values of the searched parameters: the study's first trial."""
+        return {p.name: p.default for p in self.params}
+
+    def tune_space(self) -> dict[str, Any]:
+        return {p.name: p.tune_domain() for p in self.params}
+
+    def trainer_settings(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        """Trainer overrides of one trial: dataset, fidelity, fixed settings, sampled values."""
+        return {"dataset": self.dataset, "total_steps": self.total_steps,
+                "test_freq": self.test_freq, **self.fixed, **sampled}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["params"] = [dataclasses.asdict(p) for p in self.params]
+        return d
+
+
+def available() -> list[str]:
+    return sorted(f[:-5] for f in os.listdir(SPACES_DIR) if f.endswith(".toml"))
+
+
+def load_space(name_or_path: str) -> Space:
+    """Load a space by name (study/spaces/NAME.toml) or by the path of a .toml file."""
+    path = name_or_path
+    if not name_or_path.endswith(".toml"):
+        path = os.path.join(SPACES_DIR, f"{name_or_path}.toml")
+        if not os.path.isfile(path):
+            raise SpaceError(f"--space: unknown space {name_or_path!r}; choose one of "
+                             f"{available()} or give the path of a .toml file")
+    elif not os.path.isfile(path):
+        raise SpaceError(f"--space: no file at {path}")
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)  # data only: nothing in a space file is executed
+    except tomllib.TOMLDecodeError as e:
+        raise SpaceError(f"{path}: not valid TOML ({e})") from e
+    return parse_space(raw, path)
+
+
+def parse_space(raw: dict[str, Any], path: str) -> Space:
+    """Validate a parsed space file; raise SpaceError naming the first problem."""
+    def fail(key: str, msg: str):
+        raise SpaceError(f"{path}: {key}: {msg}")
+
+    unknown = set(raw) - {"dataset", "fidelity", "fixed", "params"}
+    if unknown:
+        fail(", ".join(sorted(unknown)), "unknown top-level key(s); expected dataset, "
+             "[fidelity], [fixed] and [params.NAME] tables")
+    if not isinstance(raw.get("dataset"), str):
+        fail("dataset", "missing; name the trainer dataset, e.g. dataset = \"cifar10\"")
+    fidelity = raw.get("fidelity", {})
+    missing = FIDELITY_KEYS - set(fidelity)
+    if missing or set(fidelity) - FIDELITY_KEYS:
+        fail("fidelity", f"needs exactly {sorted(FIDELITY_KEYS)}; missing {sorted(missing)}, "
+             f"unknown {sorted(set(fidelity) - FIDELITY_KEYS)}")
+    for key in ("total_steps", "test_freq", "grace_steps", "reduction_factor"):
+        v = fidelity[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            fail(f"fidelity.{key}", f"must be a positive integer, got {v!r}")
+    if fidelity["reduction_factor"] < 2:
+        fail("fidelity.reduction_factor", "must be >= 2 (ASHA keeps 1/reduction_factor)")
+    if fidelity["grace_steps"] > fidelity["total_steps"]:
+        fail("fidelity.grace_steps", f"{fidelity['grace_steps']} exceeds total_steps "
+             f"{fidelity['total_steps']}")
+    for key in ("gpus_per_trial", "cpus_per_trial"):
+        v = fidelity[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            fail(f"fidelity.{key}", f"must be a number >= 0, got {v!r}")
+
+    fixed = dict(raw.get("fixed", {}))
+    for key in fixed:
+        if key not in CONFIG_FIELDS or key in RESERVED:
+            fail(f"fixed.{key}", "not a trainer setting a space may fix; allowed: "
+                 f"{sorted(CONFIG_FIELDS - RESERVED)}")
+
+    params = []
+    for name, spec in raw.get("params", {}).items():
+        key = f"params.{name}"
+        if name not in CONFIG_FIELDS or name in RESERVED:
+            fail(key, f"not a trainer setting; searchable: {sorted(CONFIG_FIELDS - RESERVED)}")
+        if name in fixed:
+            fail(key, "is also in [fixed]; keep it in one place")
+        if not isinstance(spec, dict) or spec.get("type") not in PARAM_TYPES:
+            fail(f"{key}.type", f"must be one of {list(PARAM_TYPES)}")
+        allowed = {"type", "default", "choices"} if spec["type"] == "categorical" else {
+            "type", "default", "low", "high", "log"}
+        if set(spec) - allowed:
+            fail(key, f"unknown key(s) {sorted(set(spec) - allowed)}; allowed {sorted(allowed)}")
+        if "default" not in spec:
+            fail(f"{key}.default", "missing: the paper's value, evaluated as the first trial")
+        params.append(_param(name, spec, lambda k, m, key=key: fail(f"{key}.{k}", m)))
+    if not params:
+        fail("params", "no parameter to search; add a [params.NAME] table")
+
+    space = Space(
+        name=os.path.basename(path)[:-5], path=os.path.abspath(path), dataset=raw["dataset"],
+        total_steps=fidelity["total_steps"], test_freq=fidelity["test_freq"],
+        grace_steps=fidelity["grace_steps"], reduction_factor=fidelity["reduction_factor"],
+        gpus_per_trial=float(fidelity["gpus_per_trial"]),
+        cpus_per_trial=float(fidelity["cpus_per_trial"]), fixed=fixed, params=tuple(params))
+    try:  # the trainer's own validation, on the first trial's settings
+        resolve(space.trainer_settings(space.defaults()))
+    except ConfigError as e:
+        raise SpaceError(f"{path}: the trainer rejects this space: {e}") from e
+    return space
+
+
+def _param(name: str, spec: dict[str, Any], fail) -> Param:
+    kind, default = spec["type"], spec["default"]
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            fail("choices", "must be a non-empty list")
+        if default not in choices:
+            fail("default", f"{default!r} is not among the choices {choices}")
+        return Param(name, kind, default, choices=tuple(choices))
+    number = int if kind == "int" else (int, float)
+    for bound in ("low", "high"):
+        v = spec.get(bound)
+        if isinstance(v, bool) or not isinstance(v, number):
+            fail(bound, f"must be {'an integer' if kind == 'int' else 'a number'}, got {v!r}")
+    low, high, log = spec["low"], spec["high"], spec.get("log", False)
+    if not isinstance(log, bool):
+        fail("log", f"must be true or false, got {log!r}")
+    if not low < high:
+        fail("high", f"must exceed low ({low} >= {high})")
+    if log and low <= 0:
+        fail("low", f"a log-scale range must start above 0, got {low}")
+    if isinstance(default, bool) or not isinstance(default, number) or not low <= default <= high:
+        fail("default", f"{default!r} must be a{'n integer' if kind == 'int' else ' number'} "
+             f"within [{low}, {high}]")
+    return Param(name, kind, default, low, high, log)

@@ -1,0 +1,68 @@
+"""The study directory on a local path or a cloud/shared-storage URI (s3://, gs://, ...)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from trainer.rundir import write_json
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def study_path(storage_path: str, name: str) -> str:
+    if is_uri(storage_path):
+        return storage_path.rstrip("/") + "/" + name
+    return os.path.join(os.path.abspath(storage_path), name)
+
+
+def _fs(path: str):
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(path)
+
+
+def exists(path: str) -> bool:
+    if not is_uri(path):
+        return os.path.exists(path)
+    import pyarrow.fs
+
+    fs, rel = _fs(path)
+    return fs.get_file_info(rel).type != pyarrow.fs.FileType.NotFound
+
+
+def put_json(path: str, data: Any) -> None:
+    """Write JSON atomically on a local path; as one object upload on a URI."""
+    if not is_uri(path):
+        write_json(path, data)
+        return
+    fs, rel = _fs(path)
+    with fs.open_output_stream(rel) as f:
+        f.write((json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def get_json(path: str) -> Any:
+    if not is_uri(path):
+        with open(path) as f:
+            return json.load(f)
+    fs, rel = _fs(path)
+    with fs.open_input_stream(rel) as f:
+        return json.loads(f.read().decode())
+
+
+def check_writable(storage_path: str) -> None:
+    """Fail before any trial if the storage path cannot take a file."""
+    probe = (storage_path.rstrip("/") + "/.write-probe") if is_uri(storage_path) else (
+        os.path.join(os.path.abspath(storage_path), ".write-probe"))
+    try:
+        if not is_uri(storage_path):
+            os.makedirs(os.path.abspath(storage_path), exist_ok=True)
+        put_json(probe, {"probe": True})
+        if not is_uri(storage_path):
+            os.unlink(probe)
+    except OSError as e:
+        raise OSError(f"--storage-path: cannot write to {storage_path} ({e}); choose a "
+                      "writable folder or URI") from e
