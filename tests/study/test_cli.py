@@ -1,0 +1,54 @@
+"""Bad study input fails before Ray starts or any trial runs, with a message naming the fix."""
+
+import re
+
+import pytest
+
+from study.cli import main
+
+
+@pytest.fixture
+def run(tmp_path, capsys):
+    def run(*argv):
+        rc = main([*argv, "--storage-path", str(tmp_path / "studies")])
+        return rc, capsys.readouterr().err
+    return run
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--space", "imagenet"], r"--space: unknown space 'imagenet'"),
+    (["--space", "/nonexistent/space.toml"], r"--space: no file at"),
+    (["--num-samples", "0"], r"--num-samples: must be >= 1"),
+    (["--gpus-per-trial", "-0.5"], r"--gpus-per-trial: must be >= 0"),
+    (["--gpus-per-trial", "1.5"], r"--gpus-per-trial: 1.5: above 1 it must be whole"),
+    (["--cpus-per-trial", "-1"], r"--cpus-per-trial: must be >= 0"),
+    (["--max-failures", "-1"], r"--max-failures: must be >= 0"),
+    (["--reproduce", "2", "--ablation", "2"], r"choose one mode"),
+    (["--resume", "--name", "never-ran"], r"--resume: no study 'never-ran' to resume"),
+    (["--reproduce", "3"], r"--reproduce: no finished study 'digits'.*--config paper"),
+    (["--address", "127.0.0.1:1"], r"--address: cannot reach a Ray cluster at 127.0.0.1:1"),
+    (["--name", "../escape"], r"--name: '../escape'"),
+])
+def test_bad_input_is_rejected_before_any_trial(run, argv, message):
+    rc, err = run(*argv)
+    assert rc == 2 and re.search(message, err), err
+
+
+def test_a_malformed_space_file_is_named(run, tmp_path):
+    bad = tmp_path / "mine.toml"
+    bad.write_text('dataset = "digits"\n[params.lr]\ntype = "float"\n')
+    rc, err = run("--space", str(bad))
+    assert rc == 2 and "mine.toml" in err and "fidelity" in err
+
+
+def test_an_existing_study_is_not_overwritten(run, tmp_path):
+    (tmp_path / "studies" / "digits").mkdir(parents=True)
+    rc, err = run("--space", "digits")
+    assert rc == 2 and "already exists" in err and "--resume" in err
+
+
+def test_an_unwritable_storage_path_is_reported(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["--storage-path", str(blocker / "studies")]) == 2
+    assert "--storage-path: cannot write" in capsys.readouterr().err

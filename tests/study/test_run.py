@@ -1,0 +1,190 @@
+"""`python study/run.py` end to end on a real local Ray instance (started by each command)."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Study:
+    """Runs the study CLI in its own process group, so every Ray process it starts is ended."""
+
+    def __init__(self, tmp_path):
+        self.storage = tmp_path / "studies"
+        self.procs = []
+
+    def start(self, *args, env=None):
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "study" / "run.py"), *args, "--storage-path",
+             str(self.storage), "--verbose", "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+            start_new_session=True, env={**os.environ, **(env or {})})
+        self.procs.append(proc)
+        return proc
+
+    def run(self, *args, env=None, timeout=600):
+        proc = self.start(*args, env=env)
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+
+    def kill(self, proc):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+    def close(self):
+        for proc in self.procs:
+            self.kill(proc)
+
+
+@pytest.fixture
+def study(tmp_path):
+    s = Study(tmp_path)
+    yield s
+    s.close()
+
+
+def trial_dirs(path):
+    return sorted(glob.glob(f"{path}/run_trial_*"))
+
+
+def reported_steps(trial_dir):
+    with open(f"{trial_dir}/result.json") as f:
+        return [int(json.loads(line)["step"]) for line in f if line.strip()]
+
+
+def test_a_digits_study_searches_stops_poor_trials_early_and_summarises(study):
+    rc, out = study.run("--space", "digits", "--name", "s", "--num-samples", "6",
+                        "--max-concurrent", "2", "--steps-per-trial", "200", "--seed", "1")
+    assert rc == 0, out
+    path = study.storage / "s"
+    summary = json.loads((path / "study_summary.json").read_text())
+    dirs = trial_dirs(path)
+    assert summary["num_trials"] == len(dirs) == 6
+    assert summary["num_stopped_early"] >= 1, "ASHA stopped no trial"
+    assert summary["num_completed"] + summary["num_stopped_early"] == 6
+
+    best, best_config = -1.0, None
+    for d in dirs:
+        metrics = pd.read_csv(f"{d}/run/metrics.csv")
+        steps = reported_steps(d)
+        assert steps == metrics["step"].tolist()  # Tune saw every evaluation of the trainer
+        if steps[-1] == 200:
+            assert json.loads(Path(f"{d}/run/summary.json").read_text())["steps"] == 200
+        ckpts = glob.glob(f"{d}/checkpoint_*/checkpoint.pt")
+        assert ckpts and torch.load(ckpts[0], weights_only=True)["step"] in steps
+        if metrics["test_accuracy"].max() > best:
+            best = metrics["test_accuracy"].max()
+            best_config = json.loads(Path(f"{d}/params.json").read_text())
+    assert summary["best_test_accuracy"] == pytest.approx(best)
+    assert summary["best_config"] == best_config
+    configs = [json.loads(Path(f"{d}/params.json").read_text()) for d in dirs]
+    assert {"weight": 1.0, "alpha": 1.0, "lr": 0.1, "warmup": 50} in configs  # paper first
+
+    ot = optuna.load_study(study_name="s", storage=f"sqlite:///{path / 'optuna.db'}")
+    assert len(ot.trials) == 6
+    assert "study directory" in out and "best test accuracy" in out
+
+
+def test_fractional_gpus_pack_four_trials_on_one_gpu(study):
+    rc, out = study.run("--space", "digits", "--name", "p", "--num-samples", "6",
+                        "--scheduler", "fifo", "--num-gpus", "1", "--num-cpus", "8",
+                        "--gpus-per-trial", "0.25", "--cpus-per-trial", "1",
+                        "--steps-per-trial", "60", "--test-freq", "20")
+    assert rc == 0, out
+    placements = [json.loads(Path(f"{d}/run/placement.json").read_text())
+                  for d in trial_dirs(study.storage / "p")]
+    assert len(placements) == 6
+    for p in placements:
+        assert p["gpu_ids"] == ["0"] and p["cuda_visible_devices"] == "0"
+        assert p["device"] == "cpu"  # a logical GPU without CUDA: the trainer stays on CPU
+    events = sorted([(p["started"], 1) for p in placements]
+                    + [(p["last_report"], -1) for p in placements])
+    running = peak = 0
+    for _, change in events:
+        running += change
+        peak = max(peak, running)
+    assert 2 <= peak <= 4, peak
+
+
+def test_a_killed_driver_resumes_without_rerunning_finished_trials(study):
+    args = ("--space", "digits", "--name", "k", "--num-samples", "5", "--scheduler", "fifo",
+            "--max-concurrent", "1", "--steps-per-trial", "100", "--test-freq", "50")
+    proc = study.start(*args)
+    path = study.storage / "k"
+    deadline = time.time() + 300
+    while len(glob.glob(f"{path}/run_trial_*/run/summary.json")) < 2:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0]
+        time.sleep(0.5)
+    study.kill(proc)  # SIGKILL: the driver and the local Ray instance it started
+    finished = {d: Path(f"{d}/result.json").read_text()
+                for d in trial_dirs(path) if os.path.exists(f"{d}/run/summary.json")}
+    assert 2 <= len(finished) < 5
+
+    rc, out = study.run(*args, "--resume")
+    assert rc == 0, out
+    summary = json.loads((path / "study_summary.json").read_text())
+    assert summary["num_trials"] == len(trial_dirs(path)) == 5
+    assert summary["num_completed"] == 5
+    for d, before in finished.items():
+        assert Path(f"{d}/result.json").read_text() == before, f"{d} was run again"
+    for d in trial_dirs(path):
+        assert reported_steps(d) == [50, 100]
+
+
+def test_a_crashed_trial_is_retried_from_its_checkpoint(study, tmp_path):
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    rc, out = study.run("--space", "digits", "--name", "f", "--num-samples", "2",
+                        "--scheduler", "fifo", "--steps-per-trial", "100", "--test-freq", "25",
+                        "--max-failures", "2",
+                        env={"METASEMI_FAULT_DIR": str(faults), "METASEMI_FAULT_STEP": "50"})
+    assert rc == 0, out
+    assert len(list(faults.iterdir())) == 2  # each trial crashed once
+    summary = json.loads((study.storage / "f" / "study_summary.json").read_text())
+    assert summary["num_completed"] == 2 and summary["num_errored"] == 0
+    for d in trial_dirs(study.storage / "f"):
+        assert reported_steps(d) == [25, 50, 75, 100]  # not restarted from step 0
+        placement = json.loads(Path(f"{d}/run/placement.json").read_text())
+        assert placement["resumed_from_step"] == 50
+
+
+def test_gpus_per_trial_beyond_any_node_fails_before_a_trial_starts(study):
+    rc, out = study.run("--space", "digits", "--name", "g", "--num-gpus", "1",
+                        "--gpus-per-trial", "2")
+    assert rc == 2 and "--gpus-per-trial: 2.0 GPUs per trial" in out
+    assert not trial_dirs(study.storage / "g")
+
+
+def test_reproduce_and_ablation_run_each_configuration_with_several_seeds(study):
+    rc, out = study.run("--space", "digits", "--reproduce", "2", "--config", "paper",
+                        "--steps-per-trial", "40", "--test-freq", "20")
+    assert rc == 0, out
+    configs = [json.loads(Path(f"{d}/run/config.json").read_text())
+               for d in trial_dirs(study.storage / "digits-reproduce")]
+    assert sorted(c["seed"] for c in configs) == [7788, 7789]
+    assert all(c["weight"] == 1.0 and c["lr"] == 0.1 and c["method"] == "metasemi"
+               for c in configs)
+    assert all(c["milestones"] == [450] for c in configs)  # the preset's full-length schedule
+
+    rc, out = study.run("--space", "digits", "--ablation", "1", "--steps-per-trial", "40",
+                        "--test-freq", "20", "--max-concurrent", "2")
+    assert rc == 0, out
+    configs = [json.loads(Path(f"{d}/run/config.json").read_text())
+               for d in trial_dirs(study.storage / "digits-ablation")]
+    assert sorted(c["method"] for c in configs) == ["meta", "metasemi", "mixup", "supervised"]
+    summary = json.loads((study.storage / "digits-ablation" / "study_summary.json").read_text())
+    assert summary["num_completed"] == 4 and summary["mode"] == "ablation"
