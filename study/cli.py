@@ -8,7 +8,7 @@ import re
 import sys
 
 from study import storage
-from study.driver import StudyError, StudyOptions, check_address, run_study
+from study.driver import LOCAL_ONLY_ENV, StudyError, StudyOptions, check_address, run_study
 from study.spaces import SpaceError, available, load_space
 
 MODES_HELP = """modes:
@@ -121,6 +121,8 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.address and "ray" not in sys.modules:
+        os.environ.setdefault(LOCAL_ONLY_ENV, "0")
     try:
         opts = options_from_args(args)
         summary = run_study(opts)

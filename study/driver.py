@@ -10,10 +10,13 @@ from typing import Any
 
 from study import storage
 from study.spaces import Space, load_space
-from study.trainable import run_trial
 from trainer.config import PRESETS
 
 METRIC, MODE = "test_accuracy", "max"
+# Ray gives a node the loopback address (and its servers listen on loopback only) when
+# this is "0", as it does on macOS and Windows. Read when Ray is imported, so it is set
+# before that, and only for a local instance: a driver joining a cluster needs its real IP.
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 class StudyError(ValueError):
@@ -80,7 +83,7 @@ def connect(opts: StudyOptions) -> None:
         except (ConnectionError, RuntimeError) as e:
             raise StudyError(f"--address: could not connect to Ray at {opts.address}: {e}") from e
         return
-    # A private local instance: loopback only, no dashboard.
+    # A private local instance: loopback only (see LOCAL_ONLY_ENV), no dashboard.
     ray.init(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, include_dashboard=False,
              _node_ip_address="127.0.0.1", log_to_driver=opts.verbose > 1)
 
@@ -142,6 +145,8 @@ def _param_space(opts: StudyOptions, space: Space) -> dict[str, Any]:
 def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float]):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from study.trainable import run_trial
 
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=_base_settings(opts, space)), per_trial)

@@ -188,3 +188,50 @@ def test_reproduce_and_ablation_run_each_configuration_with_several_seeds(study)
     assert sorted(c["method"] for c in configs) == ["meta", "metasemi", "mixup", "supervised"]
     summary = json.loads((study.storage / "digits-ablation" / "study_summary.json").read_text())
     assert summary["num_completed"] == 4 and summary["mode"] == "ablation"
+
+
+def listening_addresses(pgid):
+    """(ip, port) of every TCP socket listening in a process group, read from /proc."""
+    inodes = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.getpgid(int(pid)) != pgid:
+                continue
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            continue
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    ip_hex, port_hex = fields[1].split(":")
+                    raw = bytes.fromhex(ip_hex)
+                    # /proc prints each 32-bit word in host (little-endian) order
+                    words = [raw[i:i + 4][::-1] for i in range(0, len(raw), 4)]
+                    found.append((b"".join(words), int(port_hex, 16)))
+    return found
+
+
+def is_loopback(raw):
+    if len(raw) == 4:
+        return raw[0] == 127
+    return raw == bytes(15) + b"\x01" or (raw[:12] == bytes(10) + b"\xff\xff" and raw[12] == 127)
+
+
+def test_the_local_ray_instance_listens_on_loopback_only(study):
+    proc = study.start("--space", "digits", "--name", "lo", "--num-samples", "2",
+                       "--scheduler", "fifo", "--steps-per-trial", "200", "--test-freq", "50")
+    deadline = time.time() + 120
+    while not glob.glob(f"{study.storage}/lo/run_trial_*/run/placement.json"):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0]
+        time.sleep(0.2)
+    sockets = listening_addresses(proc.pid)
+    assert len(sockets) >= 3  # GCS, raylet, workers at least
+    exposed = [(raw.hex(), port) for raw, port in sockets if not is_loopback(raw)]
+    assert not exposed, exposed
+    study.kill(proc)
