@@ -11,6 +11,10 @@ from study import storage
 from study.driver import LOCAL_ONLY_ENV, StudyError, StudyOptions, check_address, run_study
 from study.spaces import SpaceError, available, load_space
 
+# Options fixed when a study starts and taken from its study.json on --resume.
+SHAPE_OF_A_STUDY = ("space", "mode", "num_samples", "scheduler", "seed", "seeds",
+                    "config_source", "total_steps", "test_freq", "max_concurrent", "extra")
+
 MODES_HELP = """modes:
   (default)       search: Optuna TPE over the space, ASHA early stopping
   --reproduce N   run the study's best configuration (or --config paper) at full length, N seeds
@@ -101,6 +105,11 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
         if not storage.exists(opts.path) or not Tuner.can_restore(opts.path):
             raise StudyError(f"--resume: no study {name!r} to resume at {opts.path}; check "
                              "--name and --storage-path, or drop --resume to start it")
+        # The study's shape is what it was started with; this command only runs it.
+        saved = storage.get_json(opts.path + "/study.json")["options"]
+        for key in SHAPE_OF_A_STUDY:
+            setattr(opts, key, saved[key])
+        return opts
     elif storage.exists(opts.path):
         raise StudyError(f"--name: a study {name!r} already exists at {opts.path}; pass "
                          "--resume to continue it, or another --name to start a new one")

@@ -57,14 +57,11 @@ class StudyOptions:
 
 
 def check_address(address: str) -> None:
-    """An explicit HOST:PORT must answer a TCP connection (ray.init would wait a long time)."""
-    if address in ("auto", "local") or address.startswith("ray://"):
-        target = address[len("ray://"):] if address.startswith("ray://") else None
-        if target is None:
-            return
-    else:
-        target = address
-    host, _, port = target.rpartition(":")
+    """HOST:PORT (or ray://HOST:PORT) must accept a TCP connection; Ray itself would retry
+    for minutes. 'auto' is left to Ray, which fails at once when it finds no cluster."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
             pass
@@ -98,8 +95,10 @@ def resources(opts: StudyOptions, space: Space) -> dict[str, float]:
     gpus = opts.gpus_per_trial
     if gpus is None:
         gpus = space.gpus_per_trial if ray.cluster_resources().get("GPU", 0) else 0.0
-    cpus = space.cpus_per_trial if opts.cpus_per_trial is None else opts.cpus_per_trial
-    cpus = min(cpus, most_cpus) if opts.cpus_per_trial is None else cpus
+    if opts.cpus_per_trial is None:  # the space's default, trimmed to fit the largest node
+        cpus = min(space.cpus_per_trial, most_cpus)
+    else:
+        cpus = opts.cpus_per_trial
     if gpus > most_gpus:
         raise StudyError(f"--gpus-per-trial: {gpus} GPUs per trial, but no node of this cluster "
                          f"has more than {most_gpus:g}; use at most {most_gpus:g} (fractions "

@@ -134,7 +134,7 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(study):
                 for d in trial_dirs(path) if os.path.exists(f"{d}/run/summary.json")}
     assert 2 <= len(finished) < 5
 
-    rc, out = study.run(*args, "--resume")
+    rc, out = study.run("--space", "digits", "--name", "k", "--resume")  # shape from study.json
     assert rc == 0, out
     summary = json.loads((path / "study_summary.json").read_text())
     assert summary["num_trials"] == len(trial_dirs(path)) == 5
