@@ -1,0 +1,46 @@
+"""Hyperparameter importance over the completed trials of a search study (Optuna's fANOVA)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pandas as pd
+
+MIN_TRIALS = 3  # fANOVA needs a few points with varied parameters to say anything
+
+
+def _distribution(spec: dict[str, Any]) -> optuna.distributions.BaseDistribution:
+    if spec["type"] == "categorical":
+        return optuna.distributions.CategoricalDistribution(list(spec["choices"]))
+    if spec["type"] == "int":
+        return optuna.distributions.IntDistribution(int(spec["low"]), int(spec["high"]),
+                                                    log=bool(spec["log"]))
+    return optuna.distributions.FloatDistribution(float(spec["low"]), float(spec["high"]),
+                                                  log=bool(spec["log"]))
+
+
+def importance(trials: pd.DataFrame, params: list[dict[str, Any]],
+               seed: int = 0) -> tuple[pd.Series | None, str]:
+    """Importance of each searched parameter for the best test error, and a note saying on
+    how many trials; None and the reason when there are too few completed trials."""
+    done = trials[(trials["status"] == "completed") & trials["best_test_error"].notna()]
+    if len(done) < MIN_TRIALS:
+        return None, (f"{len(done)} completed trial(s); importance needs at least "
+                      f"{MIN_TRIALS}")
+    distributions = {p["name"]: _distribution(p) for p in params}
+    # Rebuild the study in memory from the files: works for merged and copied studies alike.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize")
+    for _, row in done.iterrows():
+        values = {name: (int(row[name]) if isinstance(d, optuna.distributions.IntDistribution)
+                         else row[name]) for name, d in distributions.items()}
+        study.add_trial(optuna.trial.create_trial(
+            params=values, distributions=distributions, value=float(row["best_test_error"])))
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    try:
+        scores = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except (RuntimeError, ValueError) as e:  # e.g. no parameter varies
+        return None, f"importance could not be computed ({e})"
+    return (pd.Series(scores, name="importance").rename_axis("parameter"),
+            f"fANOVA over {len(done)} completed trials, objective: best test error")

@@ -1,0 +1,179 @@
+"""`python analysis/report.py STUDY_OR_RUN_DIR... [--out DIR]`: tables, plots and report.md.
+
+Reads what study/run.py and python -m trainer wrote; works on a study that is still
+running (its rows are marked partial) and prints the reproduction table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+if __name__ == "__main__" and not __package__:  # run as a script: import the package by name
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+    sys.path.insert(0, os.path.dirname(_here))
+
+import pandas as pd  # noqa: E402
+
+from analysis import plots, results, tables  # noqa: E402
+from analysis.importance import importance  # noqa: E402
+from analysis.paper import load_paper  # noqa: E402
+from trainer.rundir import atomic_write  # noqa: E402
+
+TOP_K = 10
+
+
+def _write_text(path: str, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _write_table(out: str, name: str, table: pd.DataFrame, display: pd.DataFrame | None = None):
+    """NAME.csv (full precision) and NAME.tex (as displayed); returns the markdown."""
+    _write_text(os.path.join(out, f"{name}.csv"), table.to_csv(index=False))
+    shown = table if display is None else display
+    _write_text(os.path.join(out, f"{name}.tex"), tables.latex(shown))
+    return tables.markdown(shown)
+
+
+def _rounded(table: pd.DataFrame) -> pd.DataFrame:
+    return table.apply(lambda c: c.map(lambda v: tables.fmt_number(v, 2 if abs(v) >= 0.1 or
+                                                                    v == 0 else 4))
+                       if c.dtype.kind == "f" else c)
+
+
+def write_report(frame: pd.DataFrame, out: str, metric: str = "final") -> dict[str, str]:
+    """Write every table, plot and report.md into `out`; return name -> path of what was made."""
+    os.makedirs(out, exist_ok=True)
+    paper = load_paper()
+    made: dict[str, str] = {}
+    md: list[str] = ["# MetaSemi report", ""]
+
+    md += _sources(frame)
+    _write_text(os.path.join(out, "trials.csv"), frame.to_csv(index=False))
+    made["trials"] = os.path.join(out, "trials.csv")
+
+    repro = tables.reproduction_table(frame, paper, metric)
+    md += [f"## Reproduction ({metric} test error, %)", "",
+           "MetaSemi, mean ± sample std over seeds; difference = ours − paper. From "
+           "`--reproduce` studies and standalone trainer runs of `metasemi` that completed.", "",
+           _write_table(out, "reproduction", repro, tables.reproduction_display(repro))]
+    made["reproduction"] = os.path.join(out, "reproduction.csv")
+
+    ablation = tables.ablation_table(frame, paper, metric)
+    wide = tables.ablation_wide(ablation)
+    _write_table(out, "ablation", ablation)
+    md += [f"## Ablation ({metric} test error, %)", "",
+           "The paper's table: meta-gradient pseudo labels × mix-up. From `--ablation` studies "
+           "and standalone trainer runs that completed.", "",
+           _write_table(out, "ablation_table", wide)]
+    made["ablation"] = os.path.join(out, "ablation.csv")
+
+    searched = frame[frame["mode"] == "search"]
+    params = {s: [p["name"] for p in results.study_params(d)]
+              for s, d in searched[["study", "study_dir"]].drop_duplicates().itertuples(False)}
+    if len(tables.search_trials(frame)):
+        best = tables.best_configs(frame, params)
+        top = tables.top_trials(frame, params, TOP_K)
+        md += ["## Best configuration per search study", "",
+               _write_table(out, "best_configs", best, _rounded(best)),
+               f"## Top {len(top)} trials (best test error, %)", "",
+               _write_table(out, "top_trials", top, _rounded(top))]
+        made["curves"] = plots.curves(results.curves(frame), top,
+                                      os.path.join(out, "curves.png"))
+        made["history"] = plots.history(tables.search_trials(frame),
+                                        os.path.join(out, "history.png"))
+        md += _importance_section(frame, searched, out, made)
+        md += ["## Plots", "", "![test accuracy of the top trials](curves.png)", "",
+               "![optimisation history](history.png)", ""]
+        if "importance" in made:
+            md += ["![hyperparameter importance](importance.png)", ""]
+        for study, study_dir in searched[["study", "study_dir"]].drop_duplicates().itertuples(
+                False):
+            name = f"params_{study}.png"
+            made[f"params_{study}"] = plots.params(
+                tables.search_trials(frame[frame["study"] == study]),
+                results.study_params(study_dir), os.path.join(out, name))
+            md += [f"![{study}: each parameter against the error]({name})", ""]
+
+    md += _unfinished(frame)
+    _write_text(os.path.join(out, "report.md"), "\n".join(md) + "\n")
+    made["report"] = os.path.join(out, "report.md")
+    return made
+
+
+def _sources(frame: pd.DataFrame) -> list[str]:
+    lines = ["| source | mode | trials | completed | stopped early | failed | state |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for (study, mode), g in frame.groupby(["study", "mode"], dropna=False, sort=False):
+        name = "standalone runs" if mode == "run" else study
+        counts = g["status"].value_counts()
+        state = "**partial: still running**" if g["partial"].any() else "finished"
+        failed = sum(counts.get(s, 0) for s in ("error", "diverged", "corrupt"))
+        lines.append(f"| {name} | {mode} | {len(g)} | {counts.get('completed', 0)} | "
+                     f"{counts.get('stopped_early', 0)} | {failed} | {state} |")
+    return ["## Sources", "", *lines, ""]
+
+
+def _importance_section(frame, searched, out: str, made: dict[str, str]) -> list[str]:
+    scores, notes, rows = {}, [], []
+    for study, study_dir in searched[["study", "study_dir"]].drop_duplicates().itertuples(False):
+        s, note = importance(frame[frame["study"] == study], results.study_params(study_dir))
+        notes.append(f"- {study}: {note}")
+        if s is not None:
+            scores[study] = s
+            rows += [{"study": study, "parameter": p, "importance": v} for p, v in s.items()]
+    md = ["## Hyperparameter importance", "", *notes, ""]
+    if rows:
+        table = pd.DataFrame(rows)
+        md += [_write_table(out, "importance", table, _rounded(table))]
+        made["importance"] = plots.importance(scores, os.path.join(out, "importance.png"))
+    return md
+
+
+def _unfinished(frame: pd.DataFrame) -> list[str]:
+    bad = frame[frame["status"].isin(["error", "diverged", "corrupt", "running", "pending"])]
+    if not len(bad):
+        return []
+    lines = ["## Trials without a final result", ""]
+    for _, r in bad.iterrows():
+        where = r["study"] if r["kind"] == "trial" else r["run_dir"]
+        lines.append(f"- {where}/{r['trial_id']}: **{r['status']}** {r['reason'] or ''}".rstrip())
+    return lines + [""]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python analysis/report.py", description=__doc__.split(
+        "\n")[0].split(": ", 1)[1])
+    p.add_argument("paths", nargs="+", metavar="STUDY_OR_RUN_DIR",
+                   help="study directories, trainer run directories, or folders of them")
+    p.add_argument("--out", default="reports", help="folder for the report (default: reports)")
+    p.add_argument("--metric", choices=tables.METRICS, default="final",
+                   help="the error tabled: at the last evaluation (final) or the best one")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        frame = results.load(args.paths)
+    except results.AnalysisError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for _, r in frame[frame["status"] == "corrupt"].iterrows():
+        print(f"warning: trial {r['study']}/{r['trial_id']} left out: {r['reason']}",
+              file=sys.stderr)
+    made = write_report(frame, args.out, args.metric)
+    repro = tables.reproduction_table(frame, load_paper(), args.metric)
+    if frame["partial"].any():
+        print("partial results: a study is still running (or a run has not finished)")
+    print(f"reproduction ({args.metric} test error, %):")
+    print(tables.markdown(tables.reproduction_display(repro)))
+    print(f"report: {made['report']} ({len(frame)} trials; tables as CSV and LaTeX, plots as "
+          "PNG beside it)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Read studies and trainer runs from disk into one pandas DataFrame, one row per trial.
+
+A study directory is what `study/run.py` wrote (study.json, Ray Tune's `*_trial_*`
+folders, each with the trainer's run directory in `run/`); a run directory is what
+`python -m trainer` wrote (config.json, metrics.csv, summary.json). Both become the
+same kind of row, built from the trainer's own files; Ray is never imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+# The trainer settings that become columns (paths and display switches are left out).
+CONFIG_COLUMNS = ("dataset", "num_label", "method", "architecture", "meta_grad", "seed",
+                  "weight", "alpha", "lr", "warmup", "weight_decay", "epsilon", "momentum",
+                  "gamma", "milestones", "batch_size", "total_steps", "test_freq")
+RESULT_COLUMNS = ("study", "space", "mode", "kind", "trial_id", "trial_number", "status", "reason",
+                  "num_failures", "steps", "best_step", "best_test_accuracy",
+                  "final_test_accuracy", "best_test_error", "final_test_error",
+                  "wall_seconds", "partial")
+PATH_COLUMNS = ("run_dir", "study_dir")
+STATUSES = ("completed", "stopped_early", "diverged", "error", "running", "pending", "corrupt")
+# Ray Tune names a trial folder TRAINABLE_ID_NUMBER_PARAMS_DATE: run_trial_1aef82c0_11_...
+TRIAL_DIR = re.compile(r"_trial_([0-9a-f]+)_(\d+)")
+
+
+class AnalysisError(ValueError):
+    """A path given to the analysis cannot be read as a study or run; the message says why."""
+
+
+class CorruptFile(ValueError):
+    """A result file exists but cannot be read; the message names it."""
+
+
+def _read_json(path: str) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise CorruptFile(f"{path}: {type(e).__name__}: {e}") from e
+
+
+def is_study(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "study.json"))
+
+
+def is_run(path: str) -> bool:
+    return all(os.path.isfile(os.path.join(path, f)) for f in ("config.json", "metrics.csv"))
+
+
+def discover(paths: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Split paths into study and run directories; a folder of them is searched one level."""
+    studies, runs = [], []
+    for path in paths:
+        path = os.path.abspath(path)
+        if not os.path.isdir(path):
+            raise AnalysisError(f"{path}: no such folder; give a study directory "
+                                "(studies/NAME) or a trainer run directory (runs/NAME)")
+        if is_study(path):
+            studies.append(path)
+        elif is_run(path):
+            runs.append(path)
+        else:
+            children = sorted(os.path.join(path, c) for c in os.listdir(path))
+            found_s = [c for c in children if os.path.isdir(c) and is_study(c)]
+            found_r = [c for c in children if os.path.isdir(c) and is_run(c)]
+            if not found_s and not found_r:
+                raise AnalysisError(
+                    f"{path}: neither a study (no study.json) nor a trainer run (no config.json "
+                    "and metrics.csv), nor a folder of them; give what study/run.py or "
+                    "python -m trainer wrote")
+            studies += found_s
+            runs += found_r
+    return studies, runs
+
+
+def _history(run_dir: str) -> pd.DataFrame:
+    path = os.path.join(run_dir, "metrics.csv")
+    try:
+        metrics = pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # written before the first evaluation
+        return pd.DataFrame({"step": [], "test_accuracy": []})
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise CorruptFile(f"{path}: {type(e).__name__}: {e}") from e
+    missing = {"step", "test_accuracy"} - set(metrics.columns)
+    if missing:
+        raise CorruptFile(f"{path}: lacks the column(s) {sorted(missing)}")
+    bad = metrics[["step", "test_accuracy"]].apply(pd.to_numeric, errors="coerce").isna()
+    if bad.any(axis=None):
+        raise CorruptFile(f"{path}: non-numeric step or test_accuracy values")
+    return metrics
+
+
+def run_row(run_dir: str) -> dict[str, Any]:
+    """One row from a trainer run directory: its config, metrics history and summary."""
+    row: dict[str, Any] = {"run_dir": run_dir, "num_failures": 0, "reason": ""}
+    config = _read_json(os.path.join(run_dir, "config.json"))
+    row.update({k: config.get(k) for k in CONFIG_COLUMNS})
+    if isinstance(row["milestones"], list):
+        row["milestones"] = ",".join(str(m) for m in row["milestones"])
+    history = _history(run_dir)
+    summary_path = os.path.join(run_dir, "summary.json")
+    summary = _read_json(summary_path) if os.path.isfile(summary_path) else None
+    if len(history):
+        acc = history["test_accuracy"]
+        best_at = int(acc.idxmax())
+        row.update(steps=int(history["step"].iloc[-1]), final_test_accuracy=float(acc.iloc[-1]),
+                   best_test_accuracy=float(acc.max()),
+                   best_step=int(history["step"].iloc[best_at]))
+        if "elapsed_seconds" in history:
+            row["wall_seconds"] = float(history["elapsed_seconds"].iloc[-1])
+    else:
+        row.update(steps=0)
+    if summary is None:
+        row["status"] = "running" if len(history) else "pending"
+    elif summary.get("status") == "diverged":
+        row["status"], row["reason"] = "diverged", summary.get("error", "loss became NaN")
+    else:
+        row["status"] = "completed"
+        row["wall_seconds"] = summary.get("wall_seconds", row.get("wall_seconds"))
+    for kind in ("best", "final"):
+        acc = row.get(f"{kind}_test_accuracy")
+        row[f"{kind}_test_error"] = None if acc is None else 1.0 - acc
+    return row
+
+
+def _trial_row(trial_dir: str, study: str, mode: str, scheduler: str,
+               ended: dict[str, str] | None) -> dict[str, Any]:
+    """One row of a study: the trainer's files in `run/`, Ray's error.txt, the study's verdict."""
+    match = TRIAL_DIR.search(os.path.basename(trial_dir))
+    trial_id, number = (match.group(1), int(match.group(2))) if match else (
+        os.path.basename(trial_dir), None)
+    base = {"study": study, "mode": mode, "kind": "trial", "trial_id": trial_id,
+            "trial_number": number, "study_dir": os.path.dirname(trial_dir)}
+    run_dir = os.path.join(trial_dir, "run")
+    error_file = os.path.join(trial_dir, "error.txt")
+    errors = ""
+    if os.path.isfile(error_file):
+        with open(error_file, errors="replace") as f:
+            errors = f.read()
+    failures = errors.count("Failure #")
+    try:
+        params = _read_json(os.path.join(trial_dir, "params.json"))
+        if not is_run(run_dir):
+            row = {"run_dir": run_dir, "status": "pending", "steps": 0, "reason": "",
+                   **{k: params.get(k) for k in CONFIG_COLUMNS}}
+        else:
+            row = run_row(run_dir)
+    except CorruptFile as e:
+        return {**base, "run_dir": run_dir, "status": "corrupt", "steps": 0,
+                "num_failures": failures, "reason": f"unreadable {_short(str(e), trial_dir)}"}
+    row.update(base, num_failures=failures)
+    if row["status"] not in ("running", "pending"):
+        return row
+    # Ray appends "Failure # N (occurred at ...)" and the exception for every failure.
+    lines = [ln for ln in errors.strip().splitlines() if ln.strip()]
+    last_error = lines[-1][:300] if lines else ""
+    if ended is None:  # the study is still running: the trial may yet be retried
+        if failures:
+            row["reason"] = f"failed {failures} time(s) so far: {last_error}"
+    elif ended.get(trial_id) == "error" or (failures and ended.get(trial_id) != "stopped_early"):
+        row["status"], row["reason"] = "error", last_error or "failed (no error.txt)"
+    else:
+        row["status"] = "stopped_early"
+        row["reason"] = (f"stopped by ASHA at step {row['steps']} of {row.get('total_steps')}"
+                         if scheduler == "asha" else f"ended at step {row['steps']}")
+    return row
+
+
+def _short(message: str, folder: str) -> str:
+    """A CorruptFile message with the trial folder's prefix taken off its path."""
+    return message.replace(folder + os.sep, "")
+
+
+def load_study(path: str) -> pd.DataFrame:
+    """One row per trial of a study directory (running or finished); see RESULT_COLUMNS."""
+    path = os.path.abspath(path)
+    if not is_study(path):
+        raise AnalysisError(f"{path}: not a study directory (no study.json); give the folder "
+                            "that study/run.py printed as 'study directory'")
+    info = _read_json(os.path.join(path, "study.json"))
+    options = info.get("options", {})
+    summary_path = os.path.join(path, "study_summary.json")
+    finished = os.path.isfile(summary_path)
+    ended = None
+    if finished:  # the driver's own verdict on each trial
+        try:
+            ended = {t["trial_id"]: t["status"] for t in _read_json(summary_path)["trials"]}
+        except (CorruptFile, KeyError, TypeError) as e:
+            warnings.warn(f"{summary_path} is unreadable ({e}); the study is read as if it "
+                          "were still running", stacklevel=2)
+            finished = False
+    trial_dirs = sorted(os.path.join(path, d) for d in os.listdir(path)
+                        if TRIAL_DIR.search(d) and os.path.isdir(os.path.join(path, d)))
+    if not trial_dirs:
+        raise AnalysisError(f"{path}: the study {os.path.basename(path)!r} has no trials yet; "
+                            "wait for its first trial to start, or check that it ran")
+    rows = [_trial_row(d, os.path.basename(path), options.get("mode", "search"),
+                       options.get("scheduler", "asha"), ended) for d in trial_dirs]
+    frame = _frame(rows)
+    frame["partial"] = not finished
+    frame["space"] = info.get("space", {}).get("name")
+    return frame
+
+
+def load_runs(paths: Iterable[str]) -> pd.DataFrame:
+    """One row per standalone trainer run directory (`python -m trainer --save-path ...`)."""
+    rows = []
+    for path in paths:
+        path = os.path.abspath(path)
+        if not is_run(path):
+            raise AnalysisError(f"{path}: not a trainer run directory (config.json and "
+                                "metrics.csv expected)")
+        try:
+            row = run_row(path)
+        except CorruptFile as e:
+            row = {"run_dir": path, "status": "corrupt", "steps": 0,
+                   "reason": f"unreadable {_short(str(e), path)}"}
+        row.update(study=None, mode="run", kind="run", trial_id=os.path.basename(path),
+                   trial_number=None, partial=row["status"] == "running", space=None)
+        rows.append(row)
+    return _frame(rows)
+
+
+def load(paths: Iterable[str]) -> pd.DataFrame:
+    """Every study and run under `paths`, merged into one frame (several clusters welcome)."""
+    studies, runs = discover(paths)
+    frames = [load_study(s) for s in studies]
+    if runs:
+        frames.append(load_runs(runs))
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    columns = [*RESULT_COLUMNS[:7], *CONFIG_COLUMNS, *RESULT_COLUMNS[7:], *PATH_COLUMNS]
+    frame = pd.DataFrame(rows)
+    for c in columns:
+        if c not in frame:
+            frame[c] = None
+    return frame[columns + [c for c in frame.columns if c not in columns]]
+
+
+def study_params(study_dir: str) -> list[dict[str, Any]]:
+    """The searched parameters of a study (name, type, low, high, log, choices), from study.json."""
+    return _read_json(os.path.join(study_dir, "study.json")).get("space", {}).get("params", [])
+
+
+def curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """The metrics history of every readable trial in `frame`, long form with its trial_id."""
+    parts = []
+    for _, row in frame.iterrows():
+        if row["status"] in ("corrupt", "pending"):
+            continue
+        history = _history(row["run_dir"])
+        history.insert(0, "study", row["study"])
+        history.insert(1, "trial_id", row["trial_id"])
+        parts.append(history)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()

@@ -1,0 +1,51 @@
+"""One set of real results for every analysis test: a digits search study, a reproduce
+study and an ablation study run by study/run.py on a local Ray, and standalone trainer runs."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainer import resolve, train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_study(storage: Path, *args: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "study" / "run.py"), "--space", "digits", *args,
+         "--storage-path", str(storage), "--verbose", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+        start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=600)
+    finally:  # never leave a Ray instance behind
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, out
+
+
+@pytest.fixture(scope="session")
+def results(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("results")
+    studies = root / "studies"
+    # FIFO: all five trials complete, so importance has five points (the study tests show
+    # ASHA stopping trials; test_results shows how such a trial is read).
+    run_study(studies, "--num-samples", "5", "--scheduler", "fifo", "--steps-per-trial", "150",
+              "--test-freq", "50", "--seed", "1")
+    run_study(studies, "--reproduce", "2", "--config", "paper", "--steps-per-trial", "60",
+              "--test-freq", "30")
+    run_study(studies, "--ablation", "2", "--steps-per-trial", "60", "--test-freq", "30",
+              "--max-concurrent", "2")
+    runs = root / "runs"
+    for seed in (1, 2):
+        train(resolve({"seed": seed, "total_steps": 100, "test_freq": 50, "device": "cpu",
+                       "save_path": str(runs / f"metasemi-{seed}")}), show_progress=False)
+    return {"root": root, "studies": studies, "search": studies / "digits",
+            "reproduce": studies / "digits-reproduce", "ablation": studies / "digits-ablation",
+            "runs": runs}

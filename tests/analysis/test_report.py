@@ -1,0 +1,118 @@
+"""`python analysis/report.py` and `python analysis/features.py` on real results."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def script(name: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "analysis" / name), *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def assert_picture(path: Path) -> None:
+    """A valid PNG with content: many colours, not one flat background."""
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    assert pixels.shape[0] > 200 and pixels.shape[1] > 200
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20, f"{path} is nearly blank"
+    assert (pixels < 200).any(axis=2).mean() > 0.01, f"{path} is nearly blank"
+
+
+@pytest.fixture(scope="module")
+def report(results, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    done = script("report.py", results["studies"], results["runs"], "--out", out)
+    assert done.returncode == 0, done.stderr
+    return out, done.stdout
+
+
+def test_the_report_writes_every_table_as_csv_and_latex(report):
+    out, _ = report
+    for name in ("reproduction", "ablation", "ablation_table", "best_configs", "top_trials",
+                 "importance"):
+        assert (out / f"{name}.csv").stat().st_size > 0
+        assert (out / f"{name}.tex").read_text().startswith("\\begin{tabular}")
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 17 and {"status", "reason", "seed", "trial_id"} <= set(trials.columns)
+    top = pd.read_csv(out / "top_trials.csv")
+    assert top["best_test_error"].is_monotonic_increasing and len(top) == 5
+
+
+def test_the_report_prints_the_reproduction_table(report):
+    _, stdout = report
+    assert "| setting | paper error % | ours error % | difference | steps |" in stdout
+    assert "| CIFAR-10-4000 | 7.78 | — | — |  |" in stdout
+    assert "(n=4)" in stdout  # digits: two reproduce trials and two standalone runs
+
+
+def test_importance_covers_every_searched_parameter(report):
+    out, _ = report
+    scores = pd.read_csv(out / "importance.csv")
+    assert sorted(scores["parameter"]) == ["alpha", "lr", "warmup", "weight"]
+    assert scores["importance"].sum() == pytest.approx(1.0)
+
+
+def test_the_plots_are_pictures_with_content(report):
+    out, _ = report
+    for name in ("curves", "history", "importance", "params_digits"):
+        assert_picture(out / f"{name}.png")
+    md = (out / "report.md").read_text()
+    for name in ("curves", "history", "importance", "params_digits"):
+        assert f"({name}.png)" in md
+    assert "## Reproduction" in md and "## Ablation" in md and "finished" in md
+
+
+def test_a_running_study_and_a_corrupt_trial_are_reported_and_named(results, tmp_path):
+    study = shutil.copytree(results["search"], tmp_path / "studies" / "digits")
+    (study / "study_summary.json").unlink()  # as while the driver runs
+    victim = sorted(study.glob("run_trial_*"))[0]
+    (victim / "run" / "summary.json").write_text("{ truncated")
+    done = script("report.py", study, "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    trial_id = victim.name.split("_")[2]
+    assert f"trial digits/{trial_id} left out: unreadable run/summary.json" in done.stderr
+    assert "partial results" in done.stdout
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "**partial: still running**" in md
+    assert f"digits/{trial_id}: **corrupt** unreadable run/summary.json" in md
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: (p / "x.txt").write_text("x"), "neither a study"),
+    (lambda p: (p / "study.json").write_text("{}"), "has no trials yet"),
+])
+def test_bad_input_exits_2_with_a_message(tmp_path, make, message):
+    target = tmp_path / "target"
+    target.mkdir()
+    make(target)
+    done = script("report.py", target, "--out", tmp_path / "out")
+    assert done.returncode == 2 and message in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_feature_map_is_drawn_from_a_real_checkpoint(results, tmp_path):
+    run = results["runs"] / "metasemi-1"
+    out = tmp_path / "features.png"
+    done = script("features.py", run, "--num-point", "120", "--out", out, "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert_picture(out)
+    points = pd.read_csv(tmp_path / "features.csv")
+    # all 50 labeled images, and 120 drawn from the unlabeled and the test points
+    assert points["group"].value_counts().to_dict() == {"unlabeled": 120, "test": 120,
+                                                        "labeled": 50}
+    assert sorted(points["label"].unique()) == list(range(10))
+    assert np.isfinite(points[["x", "y"]].to_numpy()).all()
+
+
+def test_the_feature_map_refuses_a_folder_without_a_checkpoint(tmp_path):
+    done = script("features.py", tmp_path)
+    assert done.returncode == 2 and "no best.pt in this folder" in done.stderr

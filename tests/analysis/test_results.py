@@ -1,0 +1,125 @@
+"""Reading studies and runs into one frame: one row per trial, agreeing with the raw files."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis import AnalysisError, load, load_runs, load_study
+from analysis.results import RESULT_COLUMNS
+
+
+def trial_dirs(study: Path) -> list[Path]:
+    return sorted(study.glob("run_trial_*"))
+
+
+def test_a_study_is_one_row_per_trial_agreeing_with_its_files(results):
+    frame = load_study(results["search"])
+    summary = json.loads((results["search"] / "study_summary.json").read_text())
+    assert len(frame) == summary["num_trials"] == len(trial_dirs(results["search"])) == 5
+    assert (frame["status"] == "completed").sum() == summary["num_completed"] == 5
+    assert not frame["partial"].any()
+    for d in trial_dirs(results["search"]):
+        row = frame[frame["trial_id"] == d.name.split("_")[2]].iloc[0]
+        metrics = pd.read_csv(d / "run" / "metrics.csv")
+        params = json.loads((d / "params.json").read_text())
+        assert row["best_test_accuracy"] == pytest.approx(metrics["test_accuracy"].max())
+        assert row["final_test_error"] == pytest.approx(1 - metrics["test_accuracy"].iloc[-1])
+        assert row["steps"] == metrics["step"].iloc[-1]
+        assert all(row[k] == pytest.approx(v) for k, v in params.items())
+        assert row["seed"] == json.loads((d / "run" / "config.json").read_text())["seed"]
+    assert set(RESULT_COLUMNS) <= set(frame.columns)
+    assert sorted(frame["trial_number"]) == [1, 2, 3, 4, 5]
+
+
+def test_standalone_runs_are_tabled_like_trials(results):
+    runs = load_runs(sorted(results["runs"].iterdir()))
+    trials = load_study(results["search"])
+    assert list(runs.columns) == list(trials.columns)
+    assert runs["mode"].tolist() == ["run", "run"] and runs["seed"].tolist() == [1, 2]
+    assert (runs["status"] == "completed").all() and (runs["steps"] == 100).all()
+
+
+def test_studies_from_several_places_merge_into_one_frame(results):
+    frame = load([results["studies"], results["runs"]])  # folders of studies and of runs
+    assert sorted(frame["study"].dropna().unique()) == [
+        "digits", "digits-ablation", "digits-reproduce"]
+    assert len(frame) == 5 + 2 + 8 + 2
+    assert frame.groupby("mode").size().to_dict() == {
+        "ablation": 8, "reproduce": 2, "run": 2, "search": 5}
+
+
+def stop_after_first_rung(study: Path, trial: Path, verdict: str) -> str:
+    """Make `trial` look like ASHA stopped it at step 100 of 150, with the driver's verdict."""
+    metrics = pd.read_csv(trial / "run" / "metrics.csv")
+    metrics[metrics["step"] <= 100].to_csv(trial / "run" / "metrics.csv", index=False)
+    (trial / "run" / "summary.json").unlink()  # the trainer writes it only at the last step
+    info = json.loads((study / "study.json").read_text())
+    info["options"]["scheduler"] = "asha"
+    (study / "study.json").write_text(json.dumps(info))
+    trial_id = trial.name.split("_")[2]
+    summary = json.loads((study / "study_summary.json").read_text())
+    for t in summary["trials"]:
+        if t["trial_id"] == trial_id:
+            t["status"] = verdict
+    (study / "study_summary.json").write_text(json.dumps(summary))
+    return trial_id
+
+
+def test_a_trial_stopped_early_says_where_and_by_what(results, tmp_path):
+    study = shutil.copytree(results["search"], tmp_path / "digits")
+    trial_id = stop_after_first_rung(study, trial_dirs(study)[2], "stopped_early")
+    row = load_study(study).set_index("trial_id").loc[trial_id]
+    assert row["status"] == "stopped_early" and row["steps"] == 100
+    assert row["reason"] == "stopped by ASHA at step 100 of 150"
+
+
+def test_a_study_still_running_is_read_as_partial(results, tmp_path):
+    study = shutil.copytree(results["search"], tmp_path / "digits")
+    trial_id = stop_after_first_rung(study, trial_dirs(study)[0], "stopped_early")
+    (study / "study_summary.json").unlink()  # the driver has not finished yet
+    frame = load_study(study).set_index("trial_id")
+    assert frame["partial"].all()
+    assert frame.loc[trial_id, "status"] == "running"
+    assert (frame["status"] == "completed").sum() == 4
+
+
+def test_a_failed_trial_carries_rays_error_as_its_reason(results, tmp_path):
+    study = shutil.copytree(results["search"], tmp_path / "digits")
+    victim = trial_dirs(study)[0]
+    trial_id = stop_after_first_rung(study, victim, "error")
+    (victim / "error.txt").write_text(
+        "Failure # 1 (occurred at 2026-11-27_10-00-00)\nray::run_trial() (pid=1)\n"
+        "RuntimeError: CUDA error: an illegal memory access was encountered\n")
+    row = load_study(study).set_index("trial_id").loc[trial_id]
+    assert row["status"] == "error" and row["num_failures"] == 1
+    assert row["reason"] == "RuntimeError: CUDA error: an illegal memory access was encountered"
+
+
+def test_a_corrupt_result_file_marks_only_that_trial(results, tmp_path):
+    study = shutil.copytree(results["search"], tmp_path / "digits")
+    victim = trial_dirs(study)[1]
+    (victim / "run" / "metrics.csv").write_text("step,test_accuracy\n50,0.5\n100,\x00garbage\n")
+    frame = load_study(study).set_index("trial_id")
+    bad = frame.loc[victim.name.split("_")[2]]
+    assert bad["status"] == "corrupt"
+    assert bad["reason"].startswith("unreadable run/metrics.csv")
+    assert (frame["status"] != "corrupt").sum() == 4
+
+
+def test_a_folder_that_is_neither_a_study_nor_a_run_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(AnalysisError, match="neither a study .* nor a trainer run"):
+        load([tmp_path])
+    with pytest.raises(AnalysisError, match="no such folder"):
+        load([tmp_path / "missing"])
+
+
+def test_an_empty_study_is_refused_with_its_name(results, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copy(results["search"] / "study.json", empty / "study.json")
+    with pytest.raises(AnalysisError, match="'empty' has no trials yet"):
+        load_study(empty)
