@@ -27,8 +27,10 @@ RESULT_COLUMNS = ("study", "space", "mode", "kind", "trial_id", "trial_number", 
                   "wall_seconds", "partial")
 PATH_COLUMNS = ("run_dir", "study_dir")
 STATUSES = ("completed", "stopped_early", "diverged", "error", "running", "pending", "corrupt")
-# Ray Tune names a trial folder TRAINABLE_ID_NUMBER_PARAMS_DATE: run_trial_1aef82c0_11_...
-TRIAL_DIR = re.compile(r"_trial_([0-9a-f]+)_(\d+)")
+# Ray Tune names a trial folder TRAINABLE_ID_NUMBER_PARAMS_DATE; the id is 8 hex digits for
+# trials a searcher suggests (run_trial_1aef82c0_11_...) and 5 hex + a 5-digit index for a
+# grid (run_trial_53563_00002_2_...).
+TRIAL_DIR = re.compile(r"_trial_([0-9a-f]{5}_\d{5}|[0-9a-f]{8})_(\d+)")
 
 
 class AnalysisError(ValueError):
@@ -147,12 +149,13 @@ def _trial_row(trial_dir: str, study: str, mode: str, scheduler: str,
             errors = f.read()
     failures = errors.count("Failure #")
     try:
-        params = _read_json(os.path.join(trial_dir, "params.json"))
-        if not is_run(run_dir):
+        if is_run(run_dir):
+            row = run_row(run_dir)
+        else:  # created, not started yet: Ray writes params.json when the trial starts
+            params_file = os.path.join(trial_dir, "params.json")
+            params = _read_json(params_file) if os.path.isfile(params_file) else {}
             row = {"run_dir": run_dir, "status": "pending", "steps": 0, "reason": "",
                    **{k: params.get(k) for k in CONFIG_COLUMNS}}
-        else:
-            row = run_row(run_dir)
     except CorruptFile as e:
         return {**base, "run_dir": run_dir, "status": "corrupt", "steps": 0,
                 "num_failures": failures, "reason": f"unreadable {_short(str(e), trial_dir)}"}

@@ -123,3 +123,11 @@ def test_an_empty_study_is_refused_with_its_name(results, tmp_path):
     shutil.copy(results["search"] / "study.json", empty / "study.json")
     with pytest.raises(AnalysisError, match="'empty' has no trials yet"):
         load_study(empty)
+
+
+def test_grid_trials_keep_rays_own_trial_ids(results):
+    frame = load_study(results["ablation"])
+    summary = json.loads((results["ablation"] / "study_summary.json").read_text())
+    assert sorted(frame["trial_id"]) == sorted(t["trial_id"] for t in summary["trials"])
+    assert sorted(frame["trial_number"]) == list(range(8))
+    assert (frame["status"] == "completed").all()
