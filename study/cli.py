@@ -10,6 +10,7 @@ import sys
 from study import storage
 from study.driver import LOCAL_ONLY_ENV, StudyError, StudyOptions, check_address, run_study
 from study.spaces import SpaceError, available, load_space
+from trainer.config import resolve
 
 # Options fixed when a study starts and taken from its study.json on --resume.
 SHAPE_OF_A_STUDY = ("space", "mode", "num_samples", "scheduler", "seed", "seeds",
@@ -99,6 +100,11 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
         verbose=args.verbose)
 
     storage.check_writable(args.storage_path)
+    trials = {"search": args.num_samples, "reproduce": args.reproduce,
+              "ablation": 4 * (args.ablation or 0)}[mode]
+    cfg = resolve(space.trainer_settings(space.defaults()))
+    storage.check_free_space(args.storage_path,
+                             trials * storage.trial_bytes(cfg.architecture, cfg.dataset))
     if args.resume:
         from ray.tune import Tuner
 
@@ -140,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"\nstudy {summary['name']} ({summary['mode']}): {summary['num_trials']} trials, "
           f"{summary['num_completed']} completed, {summary['num_stopped_early']} stopped early, "
-          f"{summary['num_errored']} errored, {summary['wall_seconds']:.0f}s")
+          f"{summary['num_diverged']} diverged, {summary['num_errored']} errored, "
+          f"{summary['wall_seconds']:.0f}s")
     if summary["best_config"] is not None:
         print(f"best test accuracy {summary['best_test_accuracy']:.4f} with "
               f"{summary['best_config']}")

@@ -80,9 +80,11 @@ def connect(opts: StudyOptions) -> None:
         except (ConnectionError, RuntimeError) as e:
             raise StudyError(f"--address: could not connect to Ray at {opts.address}: {e}") from e
         return
-    # A private local instance: loopback only (see LOCAL_ONLY_ENV), no dashboard.
-    ray.init(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, include_dashboard=False,
-             _node_ip_address="127.0.0.1", log_to_driver=opts.verbose > 1)
+    # A private local instance: loopback only (see LOCAL_ONLY_ENV), no dashboard. "local"
+    # rather than nothing: never join a cluster that `ray start` left on this machine.
+    ray.init(address="local", num_cpus=opts.num_cpus, num_gpus=opts.num_gpus,
+             include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=opts.verbose > 1)
 
 
 def resources(opts: StudyOptions, space: Space) -> dict[str, float]:
@@ -183,6 +185,9 @@ def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float]):
         tune_config=tune.TuneConfig(
             metric=METRIC, mode=MODE, search_alg=search_alg, scheduler=scheduler,
             num_samples=num_samples,
+            # A worker process serves trial after trial: torch is imported once per slot,
+            # not once per trial (seconds each, on short trials most of their time).
+            reuse_actors=True,
             max_concurrent_trials=opts.max_concurrent if opts.mode != "search" else None),
         run_config=tune.RunConfig(
             name=opts.name, storage_path=opts.storage_path if storage.is_uri(
@@ -202,14 +207,20 @@ def summarise(opts: StudyOptions, space: Space, results, wall_seconds: float) ->
     for r in results:
         m = r.metrics or {}
         steps = int(m.get("step", 0))
-        status = "error" if r.error else ("stopped_early" if total and steps < total
-                                          else "completed")
+        if r.error:
+            status = "error"
+        elif m.get("diverged"):  # the trainable ended it: NaN/inf loss, see run/summary.json
+            status = "diverged"
+        else:
+            status = "stopped_early" if total and steps < total else "completed"
         trials.append({"trial_id": m.get("trial_id"), "status": status, "steps": steps,
+                       "error": str(r.error).strip().splitlines()[-1][:300] if r.error else None,
                        "best_test_accuracy": m.get("best_test_accuracy"),
                        "final_test_accuracy": m.get("test_accuracy"),
                        "config": {k: v for k, v in (r.config or {}).items()},
                        "path": r.path})
-    scored = [t for t in trials if t["best_test_accuracy"] is not None]
+    scored = [t for t in trials if t["best_test_accuracy"] is not None
+              and t["status"] != "diverged"]
     best = max(scored, key=lambda t: t["best_test_accuracy"], default=None)
     return {
         "name": opts.name, "space": space.name, "mode": opts.mode, "path": opts.path,
@@ -217,11 +228,42 @@ def summarise(opts: StudyOptions, space: Space, results, wall_seconds: float) ->
         "num_completed": sum(t["status"] == "completed" for t in trials),
         "num_stopped_early": sum(t["status"] == "stopped_early" for t in trials),
         "num_errored": sum(t["status"] == "error" for t in trials),
+        "num_diverged": sum(t["status"] == "diverged" for t in trials),
         "best_config": best["config"] if best else None,
         "best_test_accuracy": best["best_test_accuracy"] if best else None,
         "best_trial_id": best["trial_id"] if best else None,
         "wall_seconds": wall_seconds, "trials": trials,
     }
+
+
+def reconcile(opts: StudyOptions, results) -> dict[str, Any]:
+    """Account for what a driver killed mid-study left behind, once the study has finished.
+
+    Tune restores a study from its last snapshot: a trial created after it was created again
+    under a new id, and its first folder (never finished, known to no result) is moved into
+    `orphaned/`, kept rather than deleted. Optuna trials asked for such trials stay RUNNING
+    in optuna.db; they are told FAIL, so that Optuna's own tools count each trial once.
+    """
+    moved, failed = [], 0
+    if storage.is_uri(opts.path):
+        return {"orphaned_trial_dirs": moved, "optuna_orphans_failed": failed}
+    known = {os.path.basename(r.path.rstrip("/")) for r in results}
+    for name in sorted(os.listdir(opts.path)):
+        if "_trial_" in name and name not in known and os.path.isdir(
+                os.path.join(opts.path, name)):
+            os.makedirs(os.path.join(opts.path, "orphaned"), exist_ok=True)
+            os.replace(os.path.join(opts.path, name), os.path.join(opts.path, "orphaned", name))
+            moved.append(name)
+    db = os.path.join(opts.path, "optuna.db")
+    if opts.mode == "search" and os.path.isfile(db):
+        import optuna
+
+        study = optuna.load_study(study_name=opts.name, storage=f"sqlite:///{db}")
+        for t in study.get_trials(deepcopy=False,
+                                  states=(optuna.trial.TrialState.RUNNING,)):
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            failed += 1
+    return {"orphaned_trial_dirs": moved, "optuna_orphans_failed": failed}
 
 
 def run_study(opts: StudyOptions) -> dict[str, Any]:
@@ -235,10 +277,16 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
         if not opts.resume:
             storage.put_json(opts.path + "/study.json", {
                 "options": asdict(opts), "space": space.to_dict(), "resources": per_trial})
+        if not storage.is_uri(opts.storage_path):
+            # Tune warns at every forced snapshot (num_to_keep makes them frequent); on a
+            # local disk they cost nothing, so the warning is noise in the progress display.
+            os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S",
+                                  "0")
         tuner = build_tuner(opts, space, per_trial)
         t0 = time.perf_counter()
         results = tuner.fit()
         summary = summarise(opts, space, results, time.perf_counter() - t0)
+        summary.update(reconcile(opts, results))
         storage.put_json(opts.path + "/study_summary.json", summary)
         return summary
     finally:

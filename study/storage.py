@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 from trainer.rundir import write_json
@@ -66,3 +67,36 @@ def check_writable(storage_path: str) -> None:
     except OSError as e:
         raise OSError(f"--storage-path: cannot write to {storage_path} ({e}); choose a "
                       "writable folder or URI") from e
+
+
+# Checkpoint files a trial keeps at once: the trainer's checkpoint.pt, checkpoint.prev.pt and
+# best.pt in its run directory, and the two Tune keeps (CheckpointConfig(num_to_keep=2)).
+CHECKPOINT_COPIES = 5
+RUN_FILES_BYTES = 1 << 20  # metrics, events, split, config: generous
+
+
+def trial_bytes(architecture: str, dataset: str) -> int:
+    """Disk a trial of this network needs: its checkpoint copies (weights and SGD momentum
+    in float32) and the run directory's small files."""
+    import torch
+
+    from trainer.data import DATASETS
+    from trainer.models import build_model
+
+    spec = DATASETS[dataset]
+    with torch.device("meta"):  # shapes only, no memory
+        model = build_model(architecture, spec.channels, spec.num_classes)
+    params = sum(p.numel() for p in model.parameters())
+    buffers = sum(b.numel() for b in model.buffers())
+    return CHECKPOINT_COPIES * (4 * (2 * params + buffers) + (64 << 10)) + RUN_FILES_BYTES
+
+
+def check_free_space(storage_path: str, needed: int) -> None:
+    """Fail before any trial if a local storage path has less room than the study needs."""
+    if is_uri(storage_path):
+        return  # object stores do not run full
+    free = shutil.disk_usage(os.path.abspath(storage_path)).free
+    if free < needed:
+        raise OSError(f"--storage-path: {storage_path} has {free / 1e9:.3g} GB free, but the "
+                      f"study needs about {needed / 1e9:.3g} GB for its checkpoints; free some "
+                      "space, choose another --storage-path, or run fewer trials")

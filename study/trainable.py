@@ -1,8 +1,9 @@
 """The Ray Tune function trainable: one trainer run per trial, reported through its hook.
 
 Each evaluation is reported to Tune with the trainer's checkpoint; a retried or resumed
-trial gets that checkpoint back from Tune and continues from its step. The trainer's run
-directory is the trial's working directory, synced to the study's storage as artifacts.
+trial gets that checkpoint back from Tune (and the one before it, to fall back on if the
+latest turns out corrupt) and continues from its step. The trainer's run directory is
+the trial's working directory, synced to the study's storage as artifacts.
 """
 
 from __future__ import annotations
@@ -12,25 +13,19 @@ import shutil
 import socket
 import tempfile
 import time
+import warnings
 from typing import Any
 
+import pyarrow.fs
 import ray
-import torch
 from ray import tune
 
-from trainer import resolve, train
-from trainer.loop import resolve_device
+from study import faults
+from trainer import checkpoint, resolve, train
+from trainer.loop import TrainingDiverged, resolve_device
 from trainer.rundir import write_json
 
 RUN_DIR = "run"  # inside the trial directory: config.json, metrics.csv, summary.json, ...
-# Reliability tests set this to a folder: each trial then fails once, right after the
-# report of step FAULT_STEP (default: its first evaluation), leaving a marker file there.
-FAULT_DIR_ENV = "METASEMI_FAULT_DIR"
-FAULT_STEP_ENV = "METASEMI_FAULT_STEP"
-
-
-class InjectedFault(RuntimeError):
-    """A crash injected on purpose (see FAULT_DIR_ENV)."""
 
 
 def _checkpoint_dir_of(checkpoint_path: str) -> tempfile.TemporaryDirectory:
@@ -44,53 +39,79 @@ def _checkpoint_dir_of(checkpoint_path: str) -> tempfile.TemporaryDirectory:
     return tmp
 
 
-def _maybe_inject_fault(step: int) -> None:
-    folder = os.environ.get(FAULT_DIR_ENV)
-    if not folder:
-        return
-    at = int(os.environ.get(FAULT_STEP_ENV, "0") or 0)
-    marker = os.path.join(folder, f"{tune.get_context().get_trial_id()}.failed")
-    if step >= at and not os.path.exists(marker):
-        open(marker, "w").close()
-        raise InjectedFault(f"injected fault after step {step}")
+def _previous_checkpoint(latest: tune.Checkpoint) -> str | None:
+    """The trial's Tune checkpoint folder before `latest` (Tune keeps two), if there is one."""
+    parent, name = latest.path.rstrip("/").rsplit("/", 1)
+    infos = latest.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
+    older = sorted(i.path for i in infos if i.type == pyarrow.fs.FileType.Directory
+                   and i.base_name.startswith("checkpoint_") and i.base_name < name)
+    return older[-1] if older else None
 
 
-def _checkpoint_step(path: str | None) -> int:
-    if path is None:
-        return 0
-    return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+def _restore(latest: tune.Checkpoint, folder: str) -> str:
+    """Copy Tune's latest checkpoint, and the previous one as the trainer's fallback, here."""
+    target = os.path.join(folder, "checkpoint.pt")
+    with latest.as_directory() as d:
+        if os.path.isfile(os.path.join(d, "checkpoint.pt")):
+            shutil.copy2(os.path.join(d, "checkpoint.pt"), target)
+    previous = _previous_checkpoint(latest)
+    if previous is not None:
+        fs = latest.filesystem
+        try:
+            with fs.open_input_stream(previous + "/checkpoint.pt") as src, \
+                    open(checkpoint.previous_file(target), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except (OSError, FileNotFoundError):
+            pass  # no fallback then; a corrupt latest fails with a clear message
+    return target
 
 
 def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     """Train one trial: `base` (study-wide trainer settings) overridden by `config` (sampled)."""
     settings = {**base, **config, "save_path": os.path.abspath(RUN_DIR)}
     os.makedirs(RUN_DIR, exist_ok=True)
+    faults.install_checkpoint_stall()
     # Outside the working directory, which Tune syncs to storage as the trial's artifacts.
     with tempfile.TemporaryDirectory(prefix="metasemi-restore-") as restore_dir:
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:
-            settings["resume"] = os.path.join(restore_dir, "checkpoint.pt")
-            with checkpoint.as_directory() as folder:
-                shutil.copy2(os.path.join(folder, "checkpoint.pt"), settings["resume"])
+        latest = tune.get_checkpoint()
+        if latest is not None:
+            settings["resume"] = _restore(latest, restore_dir)
         _train_and_report(resolve(settings))
 
 
 def _train_and_report(cfg) -> None:
+    resumed_from, fallback = 0, []
+    if cfg.resume:
+        with warnings.catch_warnings(record=True) as caught:  # train() warns for itself
+            warnings.simplefilter("always")
+            resumed_from = int(checkpoint.load_latest(cfg.resume)[0]["step"])
+        fallback = [str(w.message) for w in caught]
     placement = {
         # What Ray gave this trial, and when it ran: packing and placement, seen afterwards.
         "trial_id": tune.get_context().get_trial_id(), "node": socket.gethostname(),
+        "node_id": ray.get_runtime_context().get_node_id(),
         "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "device": str(resolve_device(cfg.device)), "started": time.time(),
-        "resumed_from_step": _checkpoint_step(cfg.resume)}
+        "resumed_from_step": resumed_from, "checkpoint_fallback": fallback}
     write_json(os.path.join(RUN_DIR, "placement.json"), placement)
+    last_row: dict[str, float] = {}
 
     def report(row: dict[str, float], checkpoint_path: str) -> None:
         placement["last_report"] = time.time()
         write_json(os.path.join(RUN_DIR, "placement.json"), placement)
+        last_row.update(row)
         tmp = _checkpoint_dir_of(checkpoint_path)
         with tmp:
             tune.report(dict(row), checkpoint=tune.Checkpoint.from_directory(tmp.name))
-        _maybe_inject_fault(int(row["step"]))
+        faults.crash_after_report(int(row["step"]))
 
-    train(cfg, report=report, show_progress=False)
+    try:
+        train(cfg, report=report, show_progress=False)
+    except TrainingDiverged as e:
+        # Retrying would diverge again from the same checkpoint: end the trial here, failed,
+        # with the trainer's reason in run/summary.json. The searcher is told the worst
+        # accuracy, so that it learns to avoid the region.
+        placement["diverged_at_step"] = e.step
+        write_json(os.path.join(RUN_DIR, "placement.json"), placement)
+        tune.report({**last_row, "step": e.step, "test_accuracy": 0.0, "diverged": 1})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -15,8 +16,15 @@ FORMAT = 1
 MUST_MATCH = ("dataset", "architecture", "num_label", "seed", "method")
 
 
+PREVIOUS = "checkpoint.prev.pt"  # the checkpoint that the latest one replaced
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or belongs to another configuration."""
+
+
+class CheckpointFallbackWarning(UserWarning):
+    """The latest checkpoint was unusable; the run continues from the previous one."""
 
 
 def checkpoint_file(path: str) -> str:
@@ -24,8 +32,35 @@ def checkpoint_file(path: str) -> str:
     return os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
 
 
+def previous_file(path: str) -> str:
+    return os.path.join(os.path.dirname(path), PREVIOUS)
+
+
 def save(path: str, state: dict[str, Any]) -> None:
+    """Write atomically; the checkpoint replaced is kept as checkpoint.prev.pt to fall back on."""
+    if os.path.exists(path):
+        os.replace(path, previous_file(path))
     atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+
+
+def load_latest(path: str) -> tuple[dict[str, Any], str]:
+    """Load checkpoint.pt (given or in a run directory) and the file used; if it is missing,
+    truncated or corrupt, warn and use checkpoint.prev.pt beside it, if that one is good."""
+    latest = checkpoint_file(path)
+    try:
+        return load(latest), latest
+    except CheckpointError as e:
+        previous = previous_file(latest)
+        if os.path.basename(latest) != "checkpoint.pt" or not os.path.isfile(previous):
+            raise
+        try:
+            state = load(previous)
+        except CheckpointError as e2:
+            raise CheckpointError(f"{e}; the previous checkpoint is unusable too ({e2}); "
+                                  "start a new run") from e2
+        warnings.warn(f"{e}; continuing from the previous checkpoint {previous} "
+                      f"(step {state.get('step')})", CheckpointFallbackWarning, stacklevel=2)
+        return state, previous
 
 
 def load(path: str) -> dict[str, Any]:

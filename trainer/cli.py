@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from trainer import checkpoint
 from trainer.config import META_GRADS, METHODS, ConfigError, resolve
@@ -59,7 +60,9 @@ def config_from_args(args: argparse.Namespace):
     given = {k: v for k, v in vars(args).items() if k not in ("mix_up", "quiet")}
     base: dict = {}
     if args.resume:
-        base = dict(checkpoint.load(args.resume)["config"])
+        with warnings.catch_warnings():  # train() warns about a fallback, once
+            warnings.simplefilter("ignore", checkpoint.CheckpointFallbackWarning)
+            base = dict(checkpoint.load_latest(args.resume)[0]["config"])
         base.pop("resume", None)
         if args.save_path is None:
             given["save_path"] = os.path.dirname(os.path.abspath(

@@ -25,6 +25,10 @@ ReportHook = Callable[[dict[str, float], str], None]
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
+    def __init__(self, message: str, step: int = 0, last_good_step: int = 0):
+        super().__init__(message)
+        self.step, self.last_good_step = step, last_good_step
+
 
 def resolve_device(name: str) -> torch.device:
     """'auto' picks CUDA when available; asking for CUDA without one is a config error."""
@@ -62,7 +66,7 @@ def train(cfg: Config, report: ReportHook | None = None,
     device = resolve_device(cfg.device)
     state = None
     if cfg.resume:
-        state = checkpoint.load(cfg.resume)
+        state, _ = checkpoint.load_latest(cfg.resume)
         checkpoint.check_compatible(state, cfg.to_dict(), cfg.resume)
     data = load_data(cfg.dataset, cfg.data_path, cfg.download, cfg.num_label, cfg.seed, device)
 
@@ -140,7 +144,7 @@ def train(cfg: Config, report: ReportHook | None = None,
                 write_json(paths["summary.json"], {
                     "status": "diverged", "error": message, "steps": last,
                     "best_test_accuracy": best, "best_step": best_step})
-                raise TrainingDiverged(message)
+                raise TrainingDiverged(message, step=step, last_good_step=last)
             stats_now = dict(zip(STAT_NAMES, means))
             progress.show(step, stats_now, best if history else None)
             if not evaluating:

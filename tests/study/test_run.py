@@ -3,9 +3,6 @@
 import glob
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,56 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-class Study:
-    """Runs the study CLI in its own process group, so every Ray process it starts is ended."""
-
-    def __init__(self, tmp_path):
-        self.storage = tmp_path / "studies"
-        self.procs = []
-
-    def start(self, *args, env=None):
-        proc = subprocess.Popen(
-            [sys.executable, str(REPO / "study" / "run.py"), *args, "--storage-path",
-             str(self.storage), "--verbose", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-            start_new_session=True, env={**os.environ, **(env or {})})
-        self.procs.append(proc)
-        return proc
-
-    def run(self, *args, env=None, timeout=600):
-        proc = self.start(*args, env=env)
-        out, _ = proc.communicate(timeout=timeout)
-        return proc.returncode, out
-
-    def kill(self, proc):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-
-    def close(self):
-        for proc in self.procs:
-            self.kill(proc)
-
-
-@pytest.fixture
-def study(tmp_path):
-    s = Study(tmp_path)
-    yield s
-    s.close()
-
-
-def trial_dirs(path):
-    return sorted(glob.glob(f"{path}/run_trial_*"))
-
-
-def reported_steps(trial_dir):
-    with open(f"{trial_dir}/result.json") as f:
-        return [int(json.loads(line)["step"]) for line in f if line.strip()]
+from tests.study.helpers import reported_steps, trial_dirs
 
 
 def test_a_digits_study_searches_stops_poor_trials_early_and_summarises(study):
@@ -118,31 +66,6 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(study):
         running += change
         peak = max(peak, running)
     assert 2 <= peak <= 4, peak
-
-
-def test_a_killed_driver_resumes_without_rerunning_finished_trials(study):
-    args = ("--space", "digits", "--name", "k", "--num-samples", "5", "--scheduler", "fifo",
-            "--max-concurrent", "1", "--steps-per-trial", "100", "--test-freq", "50")
-    proc = study.start(*args)
-    path = study.storage / "k"
-    deadline = time.time() + 300
-    while len(glob.glob(f"{path}/run_trial_*/run/summary.json")) < 2:
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0]
-        time.sleep(0.5)
-    study.kill(proc)  # SIGKILL: the driver and the local Ray instance it started
-    finished = {d: Path(f"{d}/result.json").read_text()
-                for d in trial_dirs(path) if os.path.exists(f"{d}/run/summary.json")}
-    assert 2 <= len(finished) < 5
-
-    rc, out = study.run("--space", "digits", "--name", "k", "--resume")  # shape from study.json
-    assert rc == 0, out
-    summary = json.loads((path / "study_summary.json").read_text())
-    assert summary["num_trials"] == len(trial_dirs(path)) == 5
-    assert summary["num_completed"] == 5
-    for d, before in finished.items():
-        assert Path(f"{d}/result.json").read_text() == before, f"{d} was run again"
-    for d in trial_dirs(path):
-        assert reported_steps(d) == [50, 100]
 
 
 def test_a_crashed_trial_is_retried_from_its_checkpoint(study, tmp_path):

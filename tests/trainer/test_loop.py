@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from trainer import TrainingDiverged, resolve, train
-from trainer.checkpoint import CheckpointError
+from trainer.checkpoint import CheckpointError, CheckpointFallbackWarning
 
 
 def tiny(tmp_path, name="run", **overrides):
@@ -110,6 +110,44 @@ def test_resume_rejects_a_corrupt_checkpoint(tmp_path):
         f.write(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="corrupt"):
         train(cfg.replace(resume=path), show_progress=False)
+
+
+def truncate(path):
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    cfg = tiny(tmp_path, total_steps=40)
+    train(cfg, show_progress=False)
+    assert torch.load(f"{cfg.save_path}/checkpoint.prev.pt", weights_only=True)["step"] == 20
+    truncate(f"{cfg.save_path}/checkpoint.pt")
+    with pytest.warns(CheckpointFallbackWarning, match=r"corrupt.*previous checkpoint.*step 20"):
+        summary = train(cfg.replace(resume=cfg.save_path), show_progress=False)
+    assert summary["steps"] == 40
+    straight = tiny(tmp_path, name="straight", total_steps=40)
+    train(straight, show_progress=False)
+    resumed = torch.load(f"{cfg.save_path}/checkpoint.pt", weights_only=True)["model"]
+    reference = torch.load(f"{straight.save_path}/checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)  # nothing lost
+
+
+def test_a_checkpoint_write_cut_short_leaves_the_previous_one_to_resume_from(tmp_path):
+    cfg = tiny(tmp_path, total_steps=40)
+    train(cfg, show_progress=False)
+    os.replace(f"{cfg.save_path}/checkpoint.pt", f"{cfg.save_path}/checkpoint.prev.pt")
+    with pytest.warns(CheckpointFallbackWarning, match="no checkpoint at"):
+        assert train(cfg.replace(resume=cfg.save_path), show_progress=False)["steps"] == 40
+
+
+def test_resume_fails_clearly_when_no_good_checkpoint_is_left(tmp_path):
+    cfg = tiny(tmp_path, total_steps=40)
+    train(cfg, show_progress=False)
+    truncate(f"{cfg.save_path}/checkpoint.pt")
+    truncate(f"{cfg.save_path}/checkpoint.prev.pt")
+    with pytest.raises(CheckpointError, match="previous checkpoint is unusable too"):
+        train(cfg.replace(resume=cfg.save_path), show_progress=False)
 
 
 def test_resume_rejects_a_checkpoint_of_another_run(tmp_path):

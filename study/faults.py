@@ -1,0 +1,96 @@
+"""Faults injected on purpose, for the reliability tests; each is off unless its variable is set.
+
+- METASEMI_FAULT_DIR (+ METASEMI_FAULT_STEP): every trial crashes once, right after its
+  report of that step (default: its first), leaving TRIAL_ID.failed in the folder.
+- METASEMI_STALL_DIR (+ METASEMI_STALL_STEP, METASEMI_STALL_AFTER): once that many trials
+  have saved the checkpoint of that step, the next one to save it stops half-way through
+  writing checkpoint.pt and waits there, leaving stalled.now in the folder: the moment to
+  kill a driver in the middle of a checkpoint write.
+- METASEMI_CORRUPT_ON_FAULT=1, with the crash above: the trial's latest checkpoint in the
+  study's storage is truncated before the crash, so the retry must fall back to the one
+  before it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ray import tune
+
+FAULT_DIR_ENV, FAULT_STEP_ENV = "METASEMI_FAULT_DIR", "METASEMI_FAULT_STEP"
+STALL_DIR_ENV, STALL_STEP_ENV = "METASEMI_STALL_DIR", "METASEMI_STALL_STEP"
+STALL_AFTER_ENV, CORRUPT_ENV = "METASEMI_STALL_AFTER", "METASEMI_CORRUPT_ON_FAULT"
+
+
+class InjectedFault(RuntimeError):
+    """A crash injected on purpose (see FAULT_DIR_ENV)."""
+
+
+def _claim(folder: str, suffix: str, exclusive_over_trials: bool) -> bool:
+    """Create this trial's marker file once; with exclusive_over_trials, only the first trial."""
+    marker = os.path.join(folder, f"{tune.get_context().get_trial_id()}.{suffix}")
+    if exclusive_over_trials:
+        marker = os.path.join(folder, f"first.{suffix}")
+    try:
+        with open(marker, "x") as f:
+            f.write(tune.get_context().get_trial_id())
+        return True
+    except FileExistsError:
+        return False
+
+
+def crash_after_report(step: int) -> None:
+    """Raise InjectedFault once per trial at or after METASEMI_FAULT_STEP."""
+    folder = os.environ.get(FAULT_DIR_ENV)
+    if folder and step >= int(os.environ.get(FAULT_STEP_ENV) or 0) and _claim(
+            folder, "failed", exclusive_over_trials=False):
+        if os.environ.get(CORRUPT_ENV) == "1":
+            _truncate_latest_checkpoint()
+        raise InjectedFault(f"injected fault after step {step}")
+
+
+def _truncate_latest_checkpoint() -> None:
+    """Halve checkpoint.pt of the trial's newest checkpoint in storage (local storage only)."""
+    trial_dir = tune.get_context().get_storage().trial_fs_path
+    latest = sorted(d for d in os.listdir(trial_dir) if d.startswith("checkpoint_"))[-1]
+    path = os.path.join(trial_dir, latest, "checkpoint.pt")
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def install_checkpoint_stall() -> None:
+    """Hang one trial half-way through a checkpoint write (see STALL_DIR_ENV), inside the
+    trainer's own save, after it has set the previous checkpoint aside."""
+    folder = os.environ.get(STALL_DIR_ENV)
+    if not folder:
+        return
+    from trainer import checkpoint
+
+    if getattr(checkpoint.save, "stalls", False):  # a reused worker: installed already
+        return
+    at = int(os.environ.get(STALL_STEP_ENV) or 0)
+    after = int(os.environ.get(STALL_AFTER_ENV) or 0)
+    real_write, real_save = checkpoint.atomic_write, checkpoint.save
+
+    def write_half_and_hang(path, writer):
+        def half(f):
+            writer(f)
+            f.truncate(f.tell() // 2)
+            f.flush()
+            open(os.path.join(folder, "stalled.now"), "w").close()
+            time.sleep(3600)  # until the test kills the driver and its Ray
+        real_write(path, half)
+
+    def save(path, state):
+        if state.get("step", 0) >= at and _claim(folder, "passed", exclusive_over_trials=False):
+            passed = sum(f.endswith(".passed") for f in os.listdir(folder))
+            if passed > after and _claim(folder, "stalled", exclusive_over_trials=True):
+                checkpoint.atomic_write = write_half_and_hang
+        try:
+            real_save(path, state)
+        finally:
+            checkpoint.atomic_write = real_write
+
+    save.stalls = True
+    checkpoint.save = save

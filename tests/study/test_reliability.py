@@ -1,0 +1,206 @@
+"""Faults injected into real studies: lost nodes, killed drivers, crashes, corrupt checkpoints,
+diverging trials and full disks. Each ends with every trial accounted for exactly once."""
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from analysis import load_study
+from tests.study.helpers import placement, reported_steps, trial_dirs
+
+
+def wait_for(condition, proc, what: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the study ended before {what}: {proc.communicate()[0]}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def finished(path) -> list[str]:
+    return [d for d in trial_dirs(path) if os.path.exists(f"{d}/run/summary.json")]
+
+
+def assert_each_trial_once(path, count: int, steps: list[int]) -> dict:
+    """The study summary, Ray's trial folders and Optuna agree on `count` trials, each of
+    which reported `steps` exactly once, in order."""
+    summary = json.loads((Path(path) / "study_summary.json").read_text())
+    dirs = trial_dirs(path)
+    assert summary["num_trials"] == len(dirs) == count
+    assert len({t["trial_id"] for t in summary["trials"]}) == count
+    assert summary["num_completed"] == count, summary
+    for d in dirs:
+        assert reported_steps(d) == steps, d
+    ot = optuna.load_study(study_name=Path(path).name, storage=f"sqlite:///{path}/optuna.db")
+    states = [t.state for t in ot.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == count
+    # Trials asked for after the driver's last snapshot were asked again on resume; the
+    # first asks are closed as failed, never left running.
+    assert len(states) - count == summary["optuna_orphans_failed"]
+    assert set(states) <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL}
+    return summary
+
+
+def test_trials_on_a_lost_worker_node_resume_elsewhere_from_their_checkpoint(study, cluster):
+    first, _ = cluster.add_worker(), cluster.add_worker()
+    proc = study.start("--space", "digits", "--name", "n", "--address", cluster.address,
+                       "--num-samples", "4", "--scheduler", "fifo", "--steps-per-trial", "300",
+                       "--test-freq", "50", "--max-failures", "3", env=cluster.env)
+    path = study.storage / "n"
+
+    def both_nodes_busy():
+        running = [placement(d) for d in trial_dirs(path)
+                   if os.path.exists(f"{d}/run/placement.json") and not os.path.exists(
+                       f"{d}/run/summary.json")]
+        return len({p["node_id"] for p in running if "last_report" in p}) == 2
+
+    wait_for(both_nodes_busy, proc, "a checkpoint on each worker node")
+    killed_at = time.time()
+    os.killpg(first.pid, 9)  # the node's raylet and everything it runs
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+
+    summary = assert_each_trial_once(path, 4, [50, 100, 150, 200, 250, 300])
+    interrupted = [d for d in trial_dirs(path) if os.path.exists(f"{d}/error.txt")]
+    assert interrupted, "no trial ran on the lost node"
+    for d in interrupted:
+        p = placement(d)
+        assert p["resumed_from_step"] > 0  # from its checkpoint, not from scratch
+        print(f"{Path(d).name[:18]}: resumed at step {p['resumed_from_step']}, "
+              f"{p['started'] - killed_at:.1f} s after the node was killed")
+    assert summary["num_errored"] == 0
+
+
+@pytest.mark.parametrize("moment", ["early", "middle", "checkpoint-write"])
+def test_a_driver_killed_at_any_moment_resumes_without_rerunning_finished_trials(
+        study, tmp_path, moment):
+    stall = tmp_path / "stall"
+    stall.mkdir()
+    env = {}
+    if moment == "checkpoint-write":  # the third trial hangs half-way through its last save
+        env = {"METASEMI_STALL_DIR": str(stall), "METASEMI_STALL_STEP": "100",
+               "METASEMI_STALL_AFTER": "2"}
+    proc = study.start("--space", "digits", "--name", "k", "--num-samples", "5",
+                       "--scheduler", "fifo", "--max-concurrent", "1", "--steps-per-trial",
+                       "100", "--test-freq", "50", env=env)
+    path = study.storage / "k"
+    if moment == "early":
+        wait_for(lambda: any(os.path.exists(f"{d}/run/placement.json")
+                             for d in trial_dirs(path)), proc, "the first trial to start")
+    elif moment == "middle":
+        wait_for(lambda: len(finished(path)) >= 2, proc, "two finished trials")
+    else:
+        wait_for(lambda: (stall / "stalled.now").exists(), proc, "a stalled checkpoint write")
+    study.kill(proc)  # SIGKILL: the driver and the local Ray instance it started
+    done_before = {d: Path(f"{d}/result.json").read_text() for d in finished(path)}
+    if moment == "checkpoint-write":
+        assert len(done_before) == 2
+
+    t0 = time.time()
+    rc, out = study.run("--space", "digits", "--name", "k", "--resume")  # shape from study.json
+    assert rc == 0, out
+    print(f"{moment}: resumed study finished {time.time() - t0:.1f} s after the restart")
+    summary = assert_each_trial_once(path, 5, [50, 100])
+    assert len(load_study(path)) == 5  # what was moved to orphaned/ is not a trial of it
+    assert len(list((path / "orphaned").glob("*"))) == len(summary["orphaned_trial_dirs"])
+    for d, before in done_before.items():
+        assert Path(f"{d}/result.json").read_text() == before, f"{d} was run again"
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(study, tmp_path):
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    rc, out = study.run("--space", "digits", "--name", "c", "--num-samples", "1",
+                        "--scheduler", "fifo", "--steps-per-trial", "100", "--test-freq", "25",
+                        env={"METASEMI_FAULT_DIR": str(faults), "METASEMI_FAULT_STEP": "75",
+                             "METASEMI_CORRUPT_ON_FAULT": "1"})
+    assert rc == 0, out
+    (trial,) = trial_dirs(study.storage / "c")
+    p = placement(trial)
+    assert p["resumed_from_step"] == 50  # step 75's checkpoint was truncated
+    assert "corrupt" in p["checkpoint_fallback"][0] and "step 50" in p["checkpoint_fallback"][0]
+    assert json.loads(Path(f"{trial}/run/summary.json").read_text())["steps"] == 100
+
+
+DIVERGING_SPACE = """
+dataset = "digits"
+
+[fidelity]
+total_steps = 100
+test_freq = 50
+grace_steps = 50
+reduction_factor = 2
+gpus_per_trial = 0
+cpus_per_trial = 1
+
+[fixed]
+num_label = 50
+warmup = 0
+
+[params.lr]   # 1000 makes SGD blow up at once
+type = "categorical"
+choices = [0.1, 1000.0]
+default = 0.1
+"""
+
+
+def test_a_diverging_trial_ends_failed_with_its_reason_and_the_study_goes_on(study, tmp_path):
+    space = tmp_path / "diverging.toml"
+    space.write_text(DIVERGING_SPACE)
+    rc, out = study.run("--space", space, "--name", "d", "--num-samples", "4",
+                        "--scheduler", "fifo", "--seed", "3")
+    assert rc == 0, out
+    summary = json.loads((study.storage / "d" / "study_summary.json").read_text())
+    outcomes = {t["config"]["lr"]: t["status"] for t in summary["trials"]}
+    assert outcomes == {0.1: "completed", 1000.0: "diverged"}, summary["trials"]
+    assert summary["num_diverged"] >= 1 and summary["best_config"]["lr"] == 0.1
+    frame = load_study(study.storage / "d")
+    diverged = frame[frame["status"] == "diverged"]
+    assert len(diverged) == summary["num_diverged"]
+    assert diverged["reason"].str.contains("loss became NaN or infinite").all()
+    assert (diverged["num_failures"] == 0).all()  # not retried: it would diverge again
+
+
+def test_a_full_storage_path_is_reported_before_any_trial(study, tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)],
+                             capture_output=True)
+    if mounted.returncode:
+        pytest.skip("mounting a small tmpfs needs privileges this machine does not give")
+    try:
+        rc, out = study.run("--space", "digits", "--name", "full", "--storage-path", small)
+        assert rc == 2 and re.search(r"has [\d.]+ GB free, but the study needs about", out), out
+        with open(small / "filler", "wb", buffering=0) as f:  # now really full
+            with pytest.raises(OSError):
+                while True:
+                    f.write(b"\0" * 65536)
+        rc, out = study.run("--space", "digits", "--name", "full", "--num-samples", "1",
+                            "--storage-path", small)
+        assert rc == 2 and "--storage-path: cannot write" in out, out
+        assert not list(small.glob("full"))
+    finally:
+        subprocess.run(["umount", str(small)])
+
+
+def test_a_load_of_fifty_trials_is_accounted_exactly(study):
+    t0 = time.time()
+    rc, out = study.run("--space", "digits", "--name", "load", "--num-samples", "50",
+                        "--scheduler", "fifo", "--steps-per-trial", "20", "--test-freq", "10")
+    assert rc == 0, out
+    print(f"50 trials in {time.time() - t0:.0f} s")
+    assert_each_trial_once(study.storage / "load", 50, [10, 20])
+
+
+def test_a_study_without_address_never_joins_a_cluster_left_on_the_machine(study, cluster):
+    # `ray start` records its address for plain ray.init() calls; the study must not use it
+    # (this head has no CPUs: a study that joined it would wait forever).
+    rc, out = study.run("--space", "digits", "--name", "own", "--num-samples", "1",
+                        "--steps-per-trial", "20", "--test-freq", "10", timeout=180)
+    assert rc == 0, out
