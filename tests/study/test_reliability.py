@@ -123,6 +123,9 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(study, tmp_pat
     assert rc == 0, out
     (trial,) = trial_dirs(study.storage / "c")
     p = placement(trial)
+    crashed_at = next(faults.iterdir()).stat().st_mtime
+    print(f"corrupt checkpoint: retried {p['started'] - crashed_at:.1f} s after the crash, "
+          f"from step {p['resumed_from_step']}")
     assert p["resumed_from_step"] == 50  # step 75's checkpoint was truncated
     assert "corrupt" in p["checkpoint_fallback"][0] and "step 50" in p["checkpoint_fallback"][0]
     assert json.loads(Path(f"{trial}/run/summary.json").read_text())["steps"] == 100

@@ -83,6 +83,8 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(study, tmp_path):
         assert reported_steps(d) == [25, 50, 75, 100]  # not restarted from step 0
         placement = json.loads(Path(f"{d}/run/placement.json").read_text())
         assert placement["resumed_from_step"] == 50
+        crashed_at = (faults / f"{placement['trial_id']}.failed").stat().st_mtime
+        print(f"crash: retried {placement['started'] - crashed_at:.1f} s after it")
 
 
 def test_gpus_per_trial_beyond_any_node_fails_before_a_trial_starts(study):
