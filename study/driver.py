@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -12,11 +13,11 @@ from study import storage
 from study.spaces import Space, load_space
 from trainer.config import PRESETS
 
-METRIC, MODE = "test_accuracy", "max"
 # Ray gives a node the loopback address (and its servers listen on loopback only) when
 # this is "0", as it does on macOS and Windows. Read when Ray is imported, so it is set
 # before that, and only for a local instance: a driver joining a cluster needs its real IP.
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+METRIC, MODE = "test_accuracy", "max"
 
 
 class StudyError(ValueError):
@@ -157,21 +158,10 @@ def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float]):
     search_alg = scheduler = None
     num_samples = 1
     if opts.mode == "search":
-        import optuna
-        from ray.tune.search import ConcurrencyLimiter
-        from ray.tune.search.optuna import OptunaSearch
+        from study.search import make_searcher
 
-        optuna_storage = None
-        if not storage.is_uri(opts.path):
-            os.makedirs(opts.path, exist_ok=True)
-            optuna_storage = optuna.storages.RDBStorage(
-                f"sqlite:///{os.path.join(opts.path, 'optuna.db')}")
-        search_alg = OptunaSearch(
-            metric=METRIC, mode=MODE, points_to_evaluate=[space.defaults()],
-            sampler=optuna.samplers.TPESampler(seed=opts.seed), study_name=opts.name,
-            storage=optuna_storage)
-        if opts.max_concurrent:
-            search_alg = ConcurrencyLimiter(search_alg, max_concurrent=opts.max_concurrent)
+        search_alg = make_searcher(space, METRIC, MODE, opts.path, opts.name, opts.seed,
+                                   opts.max_concurrent)
         num_samples = opts.num_samples
         if opts.scheduler == "asha":
             total = opts.total_steps or space.total_steps
@@ -199,13 +189,29 @@ def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float]):
     )
 
 
+def _run_summary(trial_path: str) -> dict[str, Any] | None:
+    """The trainer's summary.json of a trial on local storage, if it wrote one."""
+    path = os.path.join(trial_path, "run", "summary.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def summarise(opts: StudyOptions, space: Space, results, wall_seconds: float) -> dict[str, Any]:
     """study_summary.json: trial counts by outcome and the best configuration."""
     total = opts.total_steps or (space.total_steps if opts.mode == "search" else
                                  PRESETS[space.dataset].get("total_steps"))
     trials = []
     for r in results:
-        m = r.metrics or {}
+        m = dict(r.metrics or {})
+        run = _run_summary(r.path)
+        if run and run.get("status") == "completed" and not r.error:
+            # The trainer's own record wins: a trial restored (by a resumed study) from its
+            # final checkpoint reports nothing more, and Tune's last result may be older.
+            m.update(step=run["steps"], best_test_accuracy=run["best_test_accuracy"],
+                     test_accuracy=run["final_test_accuracy"])
         steps = int(m.get("step", 0))
         if r.error:
             status = "error"
@@ -213,7 +219,8 @@ def summarise(opts: StudyOptions, space: Space, results, wall_seconds: float) ->
             status = "diverged"
         else:
             status = "stopped_early" if total and steps < total else "completed"
-        trials.append({"trial_id": m.get("trial_id"), "status": status, "steps": steps,
+        trials.append({"trial_id": m.get("trial_id") or (r.config or {}).get("trial_id"),
+                       "status": status, "steps": steps,
                        "error": str(r.error).strip().splitlines()[-1][:300] if r.error else None,
                        "best_test_accuracy": m.get("best_test_accuracy"),
                        "final_test_accuracy": m.get("test_accuracy"),

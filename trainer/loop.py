@@ -66,7 +66,7 @@ def train(cfg: Config, report: ReportHook | None = None,
     device = resolve_device(cfg.device)
     state = None
     if cfg.resume:
-        state, _ = checkpoint.load_latest(cfg.resume)
+        state, resumed_file = checkpoint.load_latest(cfg.resume)
         checkpoint.check_compatible(state, cfg.to_dict(), cfg.resume)
     data = load_data(cfg.dataset, cfg.data_path, cfg.download, cfg.num_label, cfg.seed, device)
 
@@ -191,7 +191,9 @@ def train(cfg: Config, report: ReportHook | None = None,
         writer.close()
 
     summary = _summary(cfg, history, best, best_step)
-    if not count_since_start:  # resumed a finished run: the loop wrote nothing
+    if not count_since_start:  # resumed a finished run: complete its (maybe new) directory
+        if os.path.abspath(resumed_file) != os.path.abspath(paths["checkpoint.pt"]):
+            copy_file(resumed_file, paths["checkpoint.pt"])
         write_json(paths["summary.json"], summary)
     return summary
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -69,7 +70,9 @@ class RayCluster:
     def __init__(self, tmp_path: Path):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token",  # workers read ~/.ray/auth_token
+        # A token of this cluster's own: nodes and drivers need one, and ~/.ray/auth_token
+        # exists only once some local instance has made it.
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
                     # a lost node is declared dead after ~3 s rather than ~30 s
                     "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
                     "RAY_health_check_failure_threshold": "3"}

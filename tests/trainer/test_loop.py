@@ -162,3 +162,15 @@ def test_resume_rejects_a_checkpoint_of_another_run(tmp_path):
 def test_the_exact_meta_gradient_option_trains(tmp_path):
     summary = train(tiny(tmp_path, meta_grad="exact", total_steps=20), show_progress=False)
     assert summary["steps"] == 20 and summary["final_test_accuracy"] > 0.1
+
+
+def test_resuming_a_finished_run_completes_its_directory_without_training(tmp_path):
+    cfg = tiny(tmp_path, total_steps=40)
+    train(cfg, show_progress=False)
+    reports = []
+    elsewhere = cfg.replace(resume=cfg.save_path, save_path=str(tmp_path / "elsewhere"))
+    summary = train(elsewhere, report=lambda row, path: reports.append(row), show_progress=False)
+    assert summary["steps"] == 40 and reports == []  # nothing trained or reported again
+    assert torch.load(tmp_path / "elsewhere" / "checkpoint.pt", weights_only=True)["step"] == 40
+    assert json.load(open(tmp_path / "elsewhere" / "summary.json"))["status"] == "completed"
+    assert [r["step"] for r in read_csv(tmp_path / "elsewhere" / "metrics.csv")] == ["20", "40"]
