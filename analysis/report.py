@@ -71,8 +71,9 @@ def write_report(frame: pd.DataFrame, out: str, metric: str = "final") -> dict[s
     made["ablation"] = os.path.join(out, "ablation.csv")
 
     searched = frame[frame["mode"] == "search"]
-    params = {s: [p["name"] for p in results.study_params(d)]
-              for s, d in searched[["study", "study_dir"]].drop_duplicates().itertuples(False)}
+    specs = {s: results.study_params(d)  # per search study, read once
+             for s, d in searched[["study", "study_dir"]].drop_duplicates().itertuples(False)}
+    params = {s: [p["name"] for p in ps] for s, ps in specs.items()}
     if len(tables.search_trials(frame)):
         best = tables.best_configs(frame, params)
         top = tables.top_trials(frame, params, TOP_K)
@@ -84,17 +85,16 @@ def write_report(frame: pd.DataFrame, out: str, metric: str = "final") -> dict[s
                                       os.path.join(out, "curves.png"))
         made["history"] = plots.history(tables.search_trials(frame),
                                         os.path.join(out, "history.png"))
-        md += _importance_section(frame, searched, out, made)
+        md += _importance_section(frame, specs, out, made)
         md += ["## Plots", "", "![test accuracy of the top trials](curves.png)", "",
                "![optimisation history](history.png)", ""]
         if "importance" in made:
             md += ["![hyperparameter importance](importance.png)", ""]
-        for study, study_dir in searched[["study", "study_dir"]].drop_duplicates().itertuples(
-                False):
+        for study, study_specs in specs.items():
             name = f"params_{study}.png"
             made[f"params_{study}"] = plots.params(
-                tables.search_trials(frame[frame["study"] == study]),
-                results.study_params(study_dir), os.path.join(out, name))
+                tables.search_trials(frame[frame["study"] == study]), study_specs,
+                os.path.join(out, name))
             md += [f"![{study}: each parameter against the error]({name})", ""]
 
     md += _unfinished(frame)
@@ -116,10 +116,10 @@ def _sources(frame: pd.DataFrame) -> list[str]:
     return ["## Sources", "", *lines, ""]
 
 
-def _importance_section(frame, searched, out: str, made: dict[str, str]) -> list[str]:
+def _importance_section(frame, specs, out: str, made: dict[str, str]) -> list[str]:
     scores, notes, rows = {}, [], []
-    for study, study_dir in searched[["study", "study_dir"]].drop_duplicates().itertuples(False):
-        s, note = importance(frame[frame["study"] == study], results.study_params(study_dir))
+    for study, study_specs in specs.items():
+        s, note = importance(frame[frame["study"] == study], study_specs)
         notes.append(f"- {study}: {note}")
         if s is not None:
             scores[study] = s

@@ -34,6 +34,12 @@ def _setting_name(paper: Paper, dataset: str, num_label: int) -> str:
     return s.name if s else f"{dataset}-{num_label}"
 
 
+def _keys(paper: Paper, done: pd.DataFrame, with_paper: list[tuple[str, int]]):
+    """(dataset, num_label) rows of a table: the paper's settings, then any other found."""
+    found = {(d, int(n)) for d, n in zip(done["dataset"], done["num_label"])}
+    return with_paper + sorted(found - set(with_paper))
+
+
 def _steps(values: pd.Series) -> str:
     lo, hi = int(values.min()), int(values.max())
     return str(lo) if lo == hi else f"{lo}-{hi}"
@@ -52,10 +58,9 @@ def reproduction_table(frame: pd.DataFrame, paper: Paper, metric: str = "final")
     col = _error_column(metric)
     done = frame[(frame["status"] == "completed") & (frame["method"] == "metasemi")
                  & frame["mode"].isin(["reproduce", "run"])]
-    keys = [(s.dataset, s.num_label) for s in paper.settings]
-    keys += sorted({(d, int(n)) for d, n in zip(done["dataset"], done["num_label"])} - set(keys))
     rows = []
-    for dataset, num_label in keys:
+    for dataset, num_label in _keys(paper, done, [(s.dataset, s.num_label)
+                                                  for s in paper.settings]):
         group = done[(done["dataset"] == dataset) & (done["num_label"] == num_label)]
         ref = paper.setting(dataset, num_label)
         paper_error = ref.metasemi if ref and ref.metasemi is not None else math.nan
@@ -72,9 +77,8 @@ def ablation_table(frame: pd.DataFrame, paper: Paper, metric: str = "final") -> 
     """Long form: one row per method and setting, the paper's error beside ours."""
     col = _error_column(metric)
     done = frame[(frame["status"] == "completed") & frame["mode"].isin(["ablation", "run"])]
-    keys = [(s.dataset, s.num_label) for s in paper.settings
-            if any(s.dataset in errors for errors in paper.ablation.values())]
-    keys += sorted({(d, int(n)) for d, n in zip(done["dataset"], done["num_label"])} - set(keys))
+    keys = _keys(paper, done, [(s.dataset, s.num_label) for s in paper.settings
+                               if any(s.dataset in errors for errors in paper.ablation.values())])
     rows = []
     for method, (meta, mixup) in METHODS.items():
         for dataset, num_label in keys:
@@ -159,12 +163,14 @@ def reproduction_display(table: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def _text(v) -> str:
+    return fmt_number(v, 4) if isinstance(v, float) else str(v)
+
+
 def markdown(table: pd.DataFrame) -> str:
     """A GitHub-flavoured markdown table (pandas' own needs the tabulate package)."""
     def cell(v) -> str:
-        if isinstance(v, float):
-            v = fmt_number(v, 4)
-        return str(v).replace("|", "\\|")
+        return _text(v).replace("|", "\\|")
     head = "| " + " | ".join(map(str, table.columns)) + " |"
     rule = "|" + "|".join(" --- " for _ in table.columns) + "|"
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(False)]
@@ -179,9 +185,7 @@ LATEX_ESCAPES = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$",
 def latex(table: pd.DataFrame) -> str:
     """A booktabs tabular of the table's cells (numbers as shown in the markdown)."""
     def cell(v) -> str:
-        if isinstance(v, float):
-            v = fmt_number(v, 4)
-        return "".join(LATEX_ESCAPES.get(ch, ch) for ch in str(v))
+        return "".join(LATEX_ESCAPES.get(ch, ch) for ch in _text(v))
     lines = ["\\begin{tabular}{" + "l" * len(table.columns) + "}", "\\toprule",
              " & ".join(cell(c) for c in table.columns) + " \\\\", "\\midrule"]
     lines += [" & ".join(cell(v) for v in row) + " \\\\" for row in table.itertuples(False)]

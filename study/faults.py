@@ -29,9 +29,8 @@ class InjectedFault(RuntimeError):
 
 def _claim(folder: str, suffix: str, exclusive_over_trials: bool) -> bool:
     """Create this trial's marker file once; with exclusive_over_trials, only the first trial."""
-    marker = os.path.join(folder, f"{tune.get_context().get_trial_id()}.{suffix}")
-    if exclusive_over_trials:
-        marker = os.path.join(folder, f"first.{suffix}")
+    owner = "first" if exclusive_over_trials else tune.get_context().get_trial_id()
+    marker = os.path.join(folder, f"{owner}.{suffix}")
     try:
         with open(marker, "x") as f:
             f.write(tune.get_context().get_trial_id())

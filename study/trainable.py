@@ -61,7 +61,7 @@ def _restore(latest: tune.Checkpoint, folder: str) -> str:
             with fs.open_input_stream(previous + "/checkpoint.pt") as src, \
                     open(checkpoint.previous_file(target), "wb") as dst:
                 shutil.copyfileobj(src, dst)
-        except (OSError, FileNotFoundError):
+        except OSError:
             pass  # no fallback then; a corrupt latest fails with a clear message
     return target
 

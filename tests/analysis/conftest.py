@@ -1,33 +1,21 @@
 """One set of real results for every analysis test: a digits search study, a reproduce
 study and an ablation study run by study/run.py on a local Ray, and standalone trainer runs."""
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.study.helpers import Study
 from trainer import resolve, train
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def run_study(storage: Path, *args: str) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "study" / "run.py"), "--space", "digits", *args,
-         "--storage-path", str(storage), "--verbose", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-        start_new_session=True)
+    study = Study(storage.parent)
     try:
-        out, _ = proc.communicate(timeout=600)
+        rc, out = study.run("--space", "digits", *args, "--storage-path", storage)
     finally:  # never leave a Ray instance behind
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    assert proc.returncode == 0, out
+        study.close()
+    assert rc == 0, out
 
 
 @pytest.fixture(scope="session")
