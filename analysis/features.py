@@ -30,7 +30,7 @@ from sklearn.manifold import TSNE  # noqa: E402
 from trainer import checkpoint  # noqa: E402
 from trainer.config import ConfigError, config_from_dict  # noqa: E402
 from trainer.data import DatasetMissing, load_data  # noqa: E402
-from trainer.loop import resolve_device  # noqa: E402
+from trainer.device import resolve_device  # noqa: E402
 from trainer.models import build_model  # noqa: E402
 
 GROUPS = ("labeled", "unlabeled", "test")

@@ -10,7 +10,7 @@ import sys
 from study import storage
 from study.driver import LOCAL_ONLY_ENV, StudyError, StudyOptions, check_address, run_study
 from study.spaces import SpaceError, available, load_space
-from trainer.config import resolve
+from trainer.config import PRECISIONS, resolve
 
 # Options fixed when a study starts and taken from its study.json on --resume.
 SHAPE_OF_A_STUDY = ("space", "mode", "num_samples", "scheduler", "seed", "seeds",
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--test-freq", type=int, help="override the evaluation/report interval")
     a("--data-path", default="./data", help="dataset folder on every node")
     a("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    a("--precision", choices=PRECISIONS, default="auto",
+      help="trainer precision: auto = bf16 autocast on CUDA, fp32 on CPU")
+    a("--compile", action="store_true", help="compile each trial's model (torch.compile)")
     a("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     a("--num-gpus", type=float, help="GPUs of the local Ray instance (default: detected)")
     a("--verbose", type=int, choices=(0, 1, 2), default=1, help="Tune's progress output")
@@ -96,7 +99,8 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
         max_concurrent=args.max_concurrent, max_failures=args.max_failures, seed=args.seed,
         seeds=args.reproduce or args.ablation or 3, config_source=args.config,
         total_steps=args.steps_per_trial, test_freq=args.test_freq, data_path=args.data_path,
-        device=args.device, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+        device=args.device, precision=args.precision, compile=args.compile,
+        num_cpus=args.num_cpus, num_gpus=args.num_gpus,
         verbose=args.verbose)
 
     storage.check_writable(args.storage_path)

@@ -47,6 +47,8 @@ class StudyOptions:
     test_freq: int | None = None
     data_path: str = "./data"
     device: str = "auto"
+    precision: str = "auto"  # the trainer's --precision and --compile for every trial
+    compile: bool = False
     num_cpus: int | None = None  # a local Ray instance's logical resources
     num_gpus: float | None = None
     verbose: int = 1
@@ -113,7 +115,8 @@ def resources(opts: StudyOptions, space: Space) -> dict[str, float]:
 
 
 def _base_settings(opts: StudyOptions, space: Space) -> dict[str, Any]:
-    base = {"data_path": os.path.abspath(opts.data_path), "device": opts.device}
+    base = {"data_path": os.path.abspath(opts.data_path), "device": opts.device,
+            "precision": opts.precision, "compile": opts.compile}
     if opts.mode == "search":
         base.update(space.trainer_settings({}))
     else:  # full length: the dataset preset's schedule, the space's fixed settings

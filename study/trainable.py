@@ -22,7 +22,8 @@ from ray import tune
 
 from study import faults
 from trainer import checkpoint, resolve, train
-from trainer.loop import TrainingDiverged, resolve_device
+from trainer.device import resolve_device
+from trainer.loop import TrainingDiverged
 from trainer.rundir import write_json
 
 RUN_DIR = "run"  # inside the trial directory: config.json, metrics.csv, summary.json, ...

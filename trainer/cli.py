@@ -8,7 +8,7 @@ import sys
 import warnings
 
 from trainer import checkpoint
-from trainer.config import META_GRADS, METHODS, ConfigError, resolve
+from trainer.config import MEMORY_FORMATS, META_GRADS, METHODS, PRECISIONS, ConfigError, resolve
 from trainer.data import DATASETS, DatasetMissing
 from trainer.loop import TrainingDiverged, train
 from trainer.models import ALIASES, MODELS
@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--mix-up", action="store_true",
       help="the authors' flag: adds mix-up to the method (meta -> metasemi, "
            "supervised -> mixup)")
-    a("--meta-grad", choices=META_GRADS, help="fd: finite difference (default); exact: 2nd order")
+    a("--meta-grad", choices=META_GRADS,
+      help="fd: the authors' finite difference (default); jvp: its limit by forward-mode "
+           "differentiation, exact in bf16; exact: second order through the virtual step")
     a("--alpha", type=float, help="mix-up Beta(alpha, alpha) concentration")
     a("--weight", type=float, help="consistency-loss weight after warm-up")
     a("--epsilon", type=float, help="finite-difference step, divided by ||g||")
@@ -48,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--test-freq", type=int, help="evaluate and checkpoint every this many steps")
     a("--log-freq", type=int, help="progress line every this many steps")
     a("--device", choices=("auto", "cpu", "cuda"))
+    a("--precision", choices=PRECISIONS,
+      help="auto (default): bf16 autocast on CUDA, fp32 on CPU; fp32 turns mixed precision off")
+    a("--memory-format", choices=MEMORY_FORMATS,
+      help="auto (default): channels_last on CUDA, contiguous on CPU")
+    a("--compile", action="store_true", default=None,
+      help="compile the model with torch.compile (slower start, faster steps)")
     a("--save-path", help="run directory (default runs/DATASET-METHOD-seedSEED)")
     a("--resume", help="checkpoint.pt or run directory to continue; its config is reused, "
                        "flags given here override it")

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 METHODS = ("supervised", "mixup", "meta", "metasemi")
-META_GRADS = ("fd", "exact")
+META_GRADS = ("fd", "jvp", "exact")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "bf16", "fp32")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
 class ConfigError(ValueError):
@@ -42,6 +44,10 @@ class Config:
     test_freq: int = 400
     log_freq: int = 100
     device: str = "auto"
+    # How the step runs, not what it computes: none of these must match to resume.
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    memory_format: str = "auto"  # auto: channels_last on CUDA, contiguous on CPU
+    compile: bool = False
     save_path: str = "./runs/latest"
     resume: str | None = None
 
@@ -133,9 +139,14 @@ def validate(cfg: Config) -> Config:
     if cfg.method not in METHODS:
         fail("method", f"unknown method {cfg.method!r}; choose one of {list(METHODS)}")
     if cfg.meta_grad not in META_GRADS:
-        fail("meta_grad", f"unknown meta-gradient {cfg.meta_grad!r}; choose fd or exact")
-    if cfg.device not in DEVICES:
-        fail("device", f"unknown device {cfg.device!r}; choose one of {list(DEVICES)}")
+        fail("meta_grad", f"unknown meta-gradient {cfg.meta_grad!r}; choose one of "
+             f"{list(META_GRADS)}")
+    for name, allowed in (("device", DEVICES), ("precision", PRECISIONS),
+                          ("memory_format", MEMORY_FORMATS)):
+        if getattr(cfg, name) not in allowed:
+            fail(name, f"unknown {name} {getattr(cfg, name)!r}; choose one of {list(allowed)}")
+    if not isinstance(cfg.compile, bool):
+        fail("compile", f"must be true or false, got {cfg.compile!r}")
     for name in ("total_steps", "batch_size", "test_freq", "log_freq", "num_label"):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -170,5 +181,5 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return validate(Config(**data))
 
 
-__all__ = ["Config", "ConfigError", "PRESETS", "METHODS", "parse_milestones", "resolve",
-           "validate", "config_from_dict"]
+__all__ = ["Config", "ConfigError", "PRESETS", "METHODS", "PRECISIONS", "MEMORY_FORMATS",
+           "parse_milestones", "resolve", "validate", "config_from_dict"]

@@ -230,29 +230,35 @@ class IndexStream:
     """Batches of indices drawn epoch by epoch without replacement, as the authors' loader does.
 
     A batch may straddle two epochs; the state (order, position, generator) is checkpointed.
+    Each epoch's order is drawn on the CPU (reproducible everywhere) and copied to `device`
+    once, so a batch of indices is a slice of a device tensor: no per-step transfer.
     """
 
-    def __init__(self, indices: np.ndarray, batch_size: int, seed: int):
+    def __init__(self, indices: np.ndarray, batch_size: int, seed: int,
+                 device: torch.device | str = "cpu"):
         self.indices = torch.as_tensor(indices, dtype=torch.long)
         self.batch_size = batch_size
+        self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(seed)
-        self.order = torch.empty(0, dtype=torch.long)
+        self.order = torch.empty(0, dtype=torch.long, device=self.device)
         self.pos = 0
 
     def next(self) -> torch.Tensor:
         while len(self.order) - self.pos < self.batch_size:
             perm = torch.randperm(len(self.indices), generator=self.generator)
-            self.order = torch.cat([self.order[self.pos:], self.indices[perm]])
+            epoch = self.indices[perm].to(self.device)
+            self.order = torch.cat([self.order[self.pos:], epoch])
             self.pos = 0
         batch = self.order[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size
         return batch
 
     def state_dict(self) -> dict:
-        return {"order": self.order[self.pos:].clone(), "generator": self.generator.get_state()}
+        return {"order": self.order[self.pos:].to("cpu", copy=True),
+                "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.order, self.pos = state["order"], 0
+        self.order, self.pos = state["order"].to(self.device), 0
         self.generator.set_state(state["generator"])
 
 

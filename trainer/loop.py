@@ -11,8 +11,9 @@ import torch
 from tensorboardX import SummaryWriter
 
 from trainer import checkpoint
-from trainer.config import Config, ConfigError
+from trainer.config import Config
 from trainer.data import DeviceData, IndexStream, augment, load_data
+from trainer.device import Runtime, resolve_runtime, widen
 from trainer.models import build_model
 from trainer.progress import Progress
 from trainer.rundir import copy_file, write_csv, write_json
@@ -30,40 +31,39 @@ class TrainingDiverged(RuntimeError):
         self.step, self.last_good_step = step, last_good_step
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when available; asking for CUDA without one is a config error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda was asked for but torch sees no CUDA device; "
-                          "use --device cpu or --device auto")
-    return torch.device(name)
-
-
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: DeviceData, batch_size: int = 1000):
+def evaluate(model: torch.nn.Module, data: DeviceData, batch_size: int = 1000,
+             runtime: Runtime | None = None):
     """Mean test cross-entropy and test accuracy in eval mode, as device tensors."""
     model.eval()
     loss = torch.zeros((), device=data.test_y.device)
     correct = torch.zeros((), device=data.test_y.device)
     for i in range(0, len(data.test_y), batch_size):
-        logits = model(data.normalize(data.test_x[i:i + batch_size]))
+        x = data.normalize(data.test_x[i:i + batch_size])
+        if runtime is None:
+            logits = model(x)
+        else:
+            with runtime.autocast():
+                logits = widen(model(runtime.prepare_input(x)))
         y = data.test_y[i:i + batch_size]
         loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
     return loss / len(data.test_y), correct / len(data.test_y)
 
 
-def _draw(stream: IndexStream, data: DeviceData) -> tuple[torch.Tensor, torch.Tensor]:
-    idx = stream.next().to(data.train_x.device, non_blocking=True)
+def draw(stream: IndexStream, data: DeviceData,
+         runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next augmented, normalised batch of a stream and its labels, all on the device."""
+    idx = stream.next()
     x = augment(data.train_x[idx], data.spec.crop_padding, data.spec.flip)
-    return data.normalize(x), data.train_y[idx]
+    return runtime.prepare_input(data.normalize(x)), data.train_y[idx]
 
 
 def train(cfg: Config, report: ReportHook | None = None,
           show_progress: bool = True) -> dict[str, Any]:
     """Run (or resume) one training run; return the summary also written to summary.json."""
-    device = resolve_device(cfg.device)
+    runtime = resolve_runtime(cfg)
+    device = runtime.device
     state = None
     if cfg.resume:
         state, resumed_file = checkpoint.load_latest(cfg.resume)
@@ -71,11 +71,12 @@ def train(cfg: Config, report: ReportHook | None = None,
     data = load_data(cfg.dataset, cfg.data_path, cfg.download, cfg.num_label, cfg.seed, device)
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.architecture, data.spec.channels, data.spec.num_classes).to(device)
+    model = runtime.prepare_model(
+        build_model(cfg.architecture, data.spec.channels, data.spec.num_classes))
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
-    labeled = IndexStream(data.labeled, cfg.batch_size, seed=cfg.seed)
-    unlabeled = IndexStream(data.unlabeled, cfg.batch_size, seed=cfg.seed + 1)
+    labeled = IndexStream(data.labeled, cfg.batch_size, seed=cfg.seed, device=device)
+    unlabeled = IndexStream(data.unlabeled, cfg.batch_size, seed=cfg.seed + 1, device=device)
     step, best, best_step, history, elapsed_before = 0, 0.0, 0, [], 0.0
     if state is not None:
         try:
@@ -109,7 +110,7 @@ def train(cfg: Config, report: ReportHook | None = None,
     images_per_step = cfg.batch_size * (1 if cfg.method == "supervised" else 2)
     progress = Progress(cfg.total_steps, step, enabled=show_progress)
     progress.message(f"{cfg.method} on {cfg.dataset} ({cfg.num_label} labels, "
-                     f"{cfg.architecture}, {device}) -> {run}"
+                     f"{cfg.architecture}, {runtime.describe()}) -> {run}"
                      + (f", resumed at step {step}" if state is not None else ""))
 
     sums = torch.zeros(len(STAT_NAMES), device=device)
@@ -119,11 +120,12 @@ def train(cfg: Config, report: ReportHook | None = None,
     try:
         while step < cfg.total_steps:
             lr, weight = learning_rate(cfg, step), consistency_weight(cfg, step)
-            x_l, y_l = _draw(labeled, data)
+            x_l, y_l = draw(labeled, data, runtime)
             x_u = y_u = None
             if cfg.method != "supervised":
-                x_u, y_u = _draw(unlabeled, data)
-            stats = train_step(model, optimizer, cfg, Batch(x_l, y_l, x_u, y_u), lr, weight, beta)
+                x_u, y_u = draw(unlabeled, data, runtime)
+            stats = train_step(model, optimizer, cfg, Batch(x_l, y_l, x_u, y_u), lr, weight, beta,
+                               runtime.autocast)
             sums += stats
             count_since_start += 1
             nonfinite += ~torch.isfinite(stats[0])
@@ -150,7 +152,7 @@ def train(cfg: Config, report: ReportHook | None = None,
             if not evaluating:
                 continue
 
-            test_loss, test_acc = (v.item() for v in evaluate(model, data))
+            test_loss, test_acc = (v.item() for v in evaluate(model, data, runtime=runtime))
             if not history or test_acc > best:
                 best, best_step = test_acc, step
             now = time.perf_counter()

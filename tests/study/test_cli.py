@@ -52,3 +52,18 @@ def test_an_unwritable_storage_path_is_reported(tmp_path, capsys):
     blocker.write_text("not a folder")
     assert main(["--storage-path", str(blocker / "studies")]) == 2
     assert "--storage-path: cannot write" in capsys.readouterr().err
+
+
+def test_precision_and_compile_reach_every_trial(tmp_path):
+    from study.cli import build_parser, options_from_args
+    from study.driver import _base_settings
+    from study.spaces import load_space
+
+    args = build_parser().parse_args(["--precision", "fp32", "--compile",
+                                      "--storage-path", str(tmp_path / "studies")])
+    opts = options_from_args(args)
+    base = _base_settings(opts, load_space(opts.space))
+    assert (base["precision"], base["compile"]) == ("fp32", True)
+    defaults = options_from_args(build_parser().parse_args(
+        ["--storage-path", str(tmp_path / "studies")]))
+    assert (defaults.precision, defaults.compile) == ("auto", False)

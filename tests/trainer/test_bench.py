@@ -1,16 +1,79 @@
-"""`python -m trainer.bench` prints the supervised and MetaSemi step figures."""
+"""`python -m trainer.bench` measures ours, the reference and the packing curve in one run."""
 
 import json
 import subprocess
 import sys
 
+import pytest
 
-def test_bench_prints_both_steps_and_their_ratio():
-    out = subprocess.run(
-        [sys.executable, "-m", "trainer.bench", "-a", "digitscnn", "--batch-size", "16",
-         "--steps", "3", "--warmup", "1", "--device", "cpu", "--json"],
-        capture_output=True, text=True, timeout=300, check=True).stdout
-    result = json.loads(out)
-    assert result["supervised_ms"] > 0 and result["metasemi_ms"] > 0
-    assert result["meta_over_supervised"] == result["metasemi_ms"] / result["supervised_ms"]
-    assert result["metasemi_images_per_s"] == 2 * 16 / (result["metasemi_ms"] / 1e3)
+
+def bench(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trainer.bench", "--device", "cpu", *args],
+                          capture_output=True, text=True, timeout=600, check=check)
+
+
+def test_one_run_gives_every_figure_and_they_are_consistent(tmp_path):
+    out = tmp_path / "bench.json"
+    result = json.loads(bench(
+        "--networks", "digitscnn", "--steps", "2", "--warmup", "1", "--reference-workers", "1",
+        "--packing", "1,2", "--json", "--out", str(out)).stdout)
+    assert json.loads(out.read_text()) == result  # --out writes the same object
+
+    env = result["environment"]
+    assert env["device"] == "cpu" and env["torch"] and env["date"]
+    assert env["command"].startswith("python -m trainer.bench --device cpu")
+    net = result["networks"]["digitscnn"]
+    assert net["batch_size"] == 64
+    ours, ref = net["ours"], net["reference"]
+    for m in [*ours.values(), *ref.values()]:
+        assert m["ms"] > 0 and 0 <= m["data_fraction"] <= 1
+    # A supervised step sees B images, a MetaSemi step B labeled plus B unlabeled.
+    assert ours["supervised"]["images_per_s"] == pytest.approx(64e3 / ours["supervised"]["ms"])
+    assert ours["metasemi"]["images_per_s"] == pytest.approx(128e3 / ours["metasemi"]["ms"])
+    assert ours["metasemi_jvp"]["meta_grad"] == "jvp"
+    assert net["meta_over_supervised"] == pytest.approx(
+        ours["metasemi"]["ms"] / ours["supervised"]["ms"])
+    assert net["speedup_over_reference"] == pytest.approx(
+        ref["metasemi"]["ms"] / ours["metasemi"]["ms"])
+    assert ref["metasemi"]["workers"] == 1
+
+    assert [p["trials"] for p in net["packing"]] == [1, 2]
+    for point in net["packing"]:
+        assert point["images_per_s"] > 0 and len(point["per_trial_images_per_s"]) == point[
+            "trials"]
+
+    proj = net["projected_400k_hours"]
+    assert proj["steps"] == pytest.approx(400_000 * ours["metasemi"]["ms"] / 1e3 / 3600)
+    assert proj["total"] == pytest.approx(proj["steps"] + proj["evaluation"])
+
+
+def test_the_tables_name_each_step_and_skip_what_is_turned_off():
+    text = bench("--networks", "digitscnn", "--steps", "1", "--warmup", "0", "--no-reference",
+                 "--packing", "none").stdout
+    for row in ("ours supervised", "ours metasemi", "ours metasemi (jvp)",
+                "metasemi / supervised step time", "projected 400k-step run"):
+        assert row in text, row
+    assert "reference metasemi" not in text and "packing:" not in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--packing", "1,x"], "give trial counts like 1,2,4"),
+    (["--steps", "0"], "--steps, --batch-size and --packing-steps must be >= 1"),
+])
+def test_bad_options_are_refused_before_any_measurement(args, message):
+    done = bench(*args, check=False)
+    assert done.returncode == 2 and message in done.stderr
+
+
+def test_the_recommended_gpu_share_is_the_most_trials_that_still_pay():
+    from trainer.bench.packing import recommend
+
+    def points(*rates):
+        return [{"trials": 2 ** i, "gpus_per_trial": 1 / 2 ** i, "images_per_s": r}
+                for i, r in enumerate(rates)]
+
+    assert recommend(points(100, 180, 190)) == 0.5  # 4 trials add only 6%
+    assert recommend(points(100, 180, 300)) == 0.25
+    assert recommend(points(100, 105, 300)) == 1.0  # stops at the first level that fails
+    cpu = [{"trials": 1, "gpus_per_trial": 0.0, "images_per_s": 10.0}]
+    assert recommend(cpu) is None

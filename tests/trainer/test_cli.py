@@ -20,6 +20,16 @@ def test_flags_resolve_over_the_dataset_preset():
     assert cfg.save_path == os.path.join("runs", "svhn-metasemi-seed7788")
 
 
+def test_speed_flags_default_to_auto_and_can_be_set():
+    cfg = parse()
+    assert (cfg.precision, cfg.memory_format, cfg.compile, cfg.meta_grad) == (
+        "auto", "auto", False, "fd")
+    cfg = parse("--precision", "fp32", "--memory-format", "channels_last", "--compile",
+                "--meta-grad", "jvp")
+    assert (cfg.precision, cfg.memory_format, cfg.compile, cfg.meta_grad) == (
+        "fp32", "channels_last", True, "jvp")
+
+
 def test_the_authors_mix_up_flag_adds_mix_up_to_the_method():
     assert parse("--method", "meta", "--mix-up").method == "metasemi"
     assert parse("--method", "supervised", "--mix-up").method == "mixup"

@@ -189,3 +189,36 @@ def test_augment_crops_uniformly_over_all_offsets_and_flips_half():
     right = (flipped[:, 0, 0, size - 1] == 255).float().mean().item()
     assert right == pytest.approx(0.5, abs=0.03)
     assert torch.equal(augment(x, padding=0, flip=False), x)
+
+
+def test_crop_offsets_are_uniform_over_all_9x9_positions():
+    torch.manual_seed(1)
+    n, size, pad = 81 * 200, 8, 4
+    # An all-ones image padded with zeros: the zero rows and columns that come into view
+    # on each side give the crop offset (oy, ox) exactly.
+    out = augment(torch.ones(n, 1, size, size, dtype=torch.uint8), padding=pad, flip=False)
+    rows, cols = out[:, 0].amax(2) == 0, out[:, 0].amax(1) == 0
+    top, bottom = rows[:, :pad].sum(1), rows[:, -pad:].sum(1)
+    left, right = cols[:, :pad].sum(1), cols[:, -pad:].sum(1)
+    oy, ox = pad - top + bottom, pad - left + right
+    counts = torch.bincount(oy * 9 + ox, minlength=81).float()
+    assert len(counts) == 81
+    # 200 expected per position (sd about 14): every one of the 81 within 25%.
+    assert counts.min() > 150 and counts.max() < 250, counts
+
+
+def test_svhn_is_cropped_but_never_flipped_cifar_both():
+    for name in ("cifar10", "cifar100"):
+        assert (DATASETS[name].crop_padding, DATASETS[name].flip) == (4, True)
+    assert (DATASETS["svhn"].crop_padding, DATASETS["svhn"].flip) == (4, False)
+
+
+def test_index_stream_lives_on_its_device_and_checkpoints_a_compact_copy():
+    stream = IndexStream(np.arange(1000), batch_size=10, seed=0, device="cpu")
+    stream.next()
+    state = stream.state_dict()
+    # The saved order is its own storage, not a view of the epoch's.
+    assert state["order"].untyped_storage().nbytes() == 990 * 8
+    again = IndexStream(np.arange(1000), batch_size=10, seed=0)
+    again.load_state_dict(state)
+    assert torch.equal(again.next(), stream.next())

@@ -10,6 +10,7 @@ from torch.func import functional_call
 from trainer.meta import (
     exact_meta_gradient,
     fd_meta_gradient,
+    jvp_meta_gradient,
     labeled_gradient,
     pseudo_labels,
     update_pseudo_labels,
@@ -81,7 +82,49 @@ def test_pseudo_labels_are_distributions_and_zero_rows_stay_zero():
     assert not torch.allclose(y, p)  # the update did something
 
 
-@pytest.mark.parametrize("method", ["fd", "exact"])
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return F.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0).item()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_forward_mode_is_the_limit_of_the_finite_difference(seed):
+    model, x_l, y_l, x_u = tiny_problem(seed)
+    grads, _ = labeled_gradient(model, x_l, y_l)
+    p_fd, d_fd = fd_meta_gradient(model, grads, x_u, epsilon=1e-5)
+    p_jvp, d_jvp = jvp_meta_gradient(model, grads, x_u)
+    _, d_ex = exact_meta_gradient(model, x_l, y_l, x_u, eta=1e-6)
+
+    assert torch.allclose(p_jvp, p_fd)
+    assert torch.allclose(d_jvp, d_fd, rtol=1e-4, atol=1e-8)
+    assert cosine(d_jvp, d_ex) >= 0.99
+
+
+def test_under_bf16_autocast_the_meta_gradient_stays_accurate():
+    # fp32 model, bf16 autocast on the CPU: what the default CUDA run does.
+    model, x_l, y_l, x_u = tiny_problem(seed=4, dtype=torch.float32)
+    grads, _ = labeled_gradient(model, x_l, y_l)
+    _, d_ref = fd_meta_gradient(model, grads, x_u, epsilon=1e-2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        p_fd, d_fd = fd_meta_gradient(model, grads, x_u, epsilon=1e-2)
+        p_jvp, d_jvp = jvp_meta_gradient(model, grads, x_u)
+    # The perturbed forwards leave autocast: the difference is the fp32 one.
+    assert torch.allclose(d_fd, d_ref)
+    assert cosine(d_jvp, d_ref) >= 0.99
+    for p in (p_fd, p_jvp):
+        assert p.dtype == torch.float32
+        assert torch.allclose(p.sum(1), torch.ones(len(p)))
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_an_unknown_meta_gradient_method_is_refused():
+    model, x_l, y_l, x_u = tiny_problem()
+    with pytest.raises(ValueError, match="choose fd, jvp or exact"):
+        pseudo_labels(model, x_l, y_l, x_u, lr=0.1, epsilon=1e-2, method="fdd")
+
+
+@pytest.mark.parametrize("method", ["fd", "jvp", "exact"])
 def test_one_meta_update_lowers_labeled_loss_after_the_virtual_step(method):
     model, x_l, y_l, x_u = tiny_problem(seed=3)
     eta = 0.5

@@ -1,0 +1,186 @@
+"""`python -m trainer.bench`: our supervised and MetaSemi steps against an authors'-style loop.
+
+For each network, in one run on one device: ms per step and images/s of our steps
+and of the reference loop (trainer/bench/reference.py), their ratios, the fraction
+of step time spent on data, peak device memory, the packing curve of concurrent
+trials on one GPU, and the projected wall time of a 400k-step run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shlex
+import sys
+from typing import Any
+
+import torch
+
+from trainer.bench import ours, packing, reference
+from trainer.config import MEMORY_FORMATS, PRECISIONS, ConfigError
+from trainer.device import resolve_device
+from trainer.rundir import write_json
+
+# The networks benchmarked: the paper's CIFAR-10 ConvLarge and our digits CNN, each at the
+# batch size its preset trains with.
+NETWORKS = {"convlarge": ("cifar10", 128), "digitscnn": ("digits", 64)}
+FULL_RUN_STEPS, TEST_EVERY = 400_000, 400  # the paper's CIFAR-10 schedule
+
+
+def bench_network(arch: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Every figure of one network; see the module docstring."""
+    dataset, batch = NETWORKS[arch]
+    batch = args.batch_size or batch
+    base = {"dataset": dataset, "architecture": arch, "batch_size": batch, "warmup": 0,
+            "device": device.type, "precision": args.precision,
+            "memory_format": args.memory_format, "compile": args.compile}
+    mine = {
+        "supervised": ours.measure({**base, "method": "supervised"}, args.steps, args.warmup),
+        "metasemi": ours.measure({**base, "method": "metasemi"}, args.steps, args.warmup),
+        "metasemi_jvp": ours.measure({**base, "method": "metasemi", "meta_grad": "jvp"},
+                                     args.steps, args.warmup),
+    }
+    out: dict[str, Any] = {
+        "architecture": arch, "dataset": dataset, "batch_size": batch, "ours": mine,
+        "meta_over_supervised": mine["metasemi"]["ms"] / mine["supervised"]["ms"],
+        "meta_over_supervised_jvp": mine["metasemi_jvp"]["ms"] / mine["supervised"]["ms"],
+        "reference": None, "speedup_over_reference": None,
+        "supervised_speedup_over_reference": None, "packing": None,
+    }
+    if args.reference:
+        data = ours.synthetic_data(dataset, device)
+        ref = {m: reference.measure(data, arch, m, batch, args.steps, args.warmup,
+                                    args.reference_workers) for m in ("supervised", "metasemi")}
+        out["reference"] = ref
+        out["reference_meta_over_supervised"] = ref["metasemi"]["ms"] / ref["supervised"]["ms"]
+        out["speedup_over_reference"] = ref["metasemi"]["ms"] / mine["metasemi"]["ms"]
+        out["supervised_speedup_over_reference"] = (ref["supervised"]["ms"]
+                                                    / mine["supervised"]["ms"])
+    if args.packing:
+        out["packing"] = packing.curve({**base, "method": "metasemi"}, args.packing,
+                                       args.packing_steps or args.steps, args.warmup,
+                                       gpu=device.type == "cuda")
+        out["recommended_gpus_per_trial"] = packing.recommend(out["packing"])
+    meta = mine["metasemi"]
+    train_h = FULL_RUN_STEPS * meta["ms"] / 1e3 / 3600
+    eval_h = FULL_RUN_STEPS // TEST_EVERY * meta["eval_s"] / 3600
+    out["projected_400k_hours"] = {"total": train_h + eval_h, "steps": train_h,
+                                   "evaluation": eval_h}
+    return out
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    import ray
+    import torchvision
+
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else platform.processor() or platform.machine())
+    return {"device": str(device), "device_name": name, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "ray": ray.__version__, "python": platform.python_version(),
+            "cuda": torch.version.cuda if device.type == "cuda" else None,
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": "python -m trainer.bench " + shlex.join(sys.argv[1:])}
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def print_report(result: dict[str, Any]) -> None:
+    env = result["environment"]
+    print(f"{env['device']} ({env['device_name']}, {env['threads']} threads), torch "
+          f"{env['torch']}, {result['steps']} timed steps after {result['warmup']} warm-up")
+    for net in result["networks"].values():
+        runtime = net["ours"]["metasemi"]["runtime"]
+        print(f"\n{net['architecture']} on {net['dataset']}, batch {net['batch_size']} "
+              f"(+{net['batch_size']} unlabeled for MetaSemi); ours: {runtime}")
+        print(f"  {'step':<24}{'ms/step':>10}{'images/s':>11}{'data %':>8}{'peak MiB':>10}")
+        rows = [(f"ours {k.replace('_', ' (')}{')' if '_' in k else ''}", v)
+                for k, v in net["ours"].items()]
+        rows += [(f"reference {k}", v) for k, v in (net["reference"] or {}).items()]
+        for label, m in rows:
+            print(f"  {label:<24}{m['ms']:>10.1f}{m['images_per_s']:>11.0f}"
+                  f"{100 * m['data_fraction']:>8.1f}{_fmt(m['peak_memory_mb'], '.0f'):>10}")
+        print(f"  metasemi / supervised step time: ours {net['meta_over_supervised']:.2f}x "
+              f"(jvp {net['meta_over_supervised_jvp']:.2f}x)"
+              + (f", reference {net['reference_meta_over_supervised']:.2f}x"
+                 if net["reference"] else ""))
+        if net["reference"]:
+            print(f"  speed-up over the reference: metasemi "
+                  f"{net['speedup_over_reference']:.2f}x, supervised "
+                  f"{net['supervised_speedup_over_reference']:.2f}x")
+        for point in net["packing"] or []:
+            share = (f"{point['gpus_per_trial']:g} GPU" if point["gpus_per_trial"]
+                     else f"1/{point['trials']} of the CPU cores")
+            print(f"  packing: {point['trials']} concurrent MetaSemi trial(s), {share} each: "
+                  f"{point['images_per_s']:.0f} images/s in all")
+        if net.get("recommended_gpus_per_trial"):
+            print(f"  recommended --gpus-per-trial: {net['recommended_gpus_per_trial']:g} "
+                  "(the most trials that still add 10% images/s)")
+        proj = net["projected_400k_hours"]
+        print(f"  projected 400k-step run: {proj['total']:.1f} h ({proj['steps']:.1f} h of "
+              f"steps + {proj['evaluation']:.2f} h of evaluation every {TEST_EVERY} steps)")
+
+
+def _levels(text: str) -> list[int]:
+    if text.strip().lower() in ("", "none", "0"):
+        return []
+    try:
+        levels = [int(t) for t in text.split(",")]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give trial counts like 1,2,4, or none")
+    return levels
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainer.bench", description=__doc__)
+    a = p.add_argument
+    a("--networks", nargs="+", choices=sorted(NETWORKS), default=list(NETWORKS))
+    a("--batch-size", type=int, help="override the networks' batch sizes (128 and 64)")
+    a("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    a("--precision", default="auto", choices=PRECISIONS, help="ours only; reference is fp32")
+    a("--memory-format", default="auto", choices=MEMORY_FORMATS)
+    a("--compile", action="store_true", help="compile our model (the warm-up absorbs it)")
+    a("--steps", type=int, default=20, help="timed steps per measurement")
+    a("--warmup", type=int, default=5, help="untimed steps before each measurement")
+    a("--reference-workers", type=int, default=4,
+      help="DataLoader workers of the reference loop (the authors' default: 4)")
+    a("--no-reference", dest="reference", action="store_false", help="skip the reference")
+    a("--packing", type=_levels, default=[1, 2, 4],
+      help="concurrent trials of the packing curve, e.g. 1,2,4 (default), or none")
+    a("--packing-steps", type=int, help="timed steps per packed trial (default --steps)")
+    a("--json", action="store_true", help="print one JSON object instead of tables")
+    a("--out", help="also write the JSON object to this file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    if (args.steps < 1 or args.warmup < 0 or args.reference_workers < 0
+            or (args.batch_size is not None and args.batch_size < 1)
+            or (args.packing_steps is not None and args.packing_steps < 1)):
+        p.error("--steps, --batch-size and --packing-steps must be >= 1, --warmup and "
+                "--reference-workers >= 0")
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as e:
+        p.error(str(e))
+    result = {"environment": environment(device), "steps": args.steps, "warmup": args.warmup,
+              "networks": {arch: bench_network(arch, args, device) for arch in args.networks}}
+    if args.out:
+        write_json(args.out, result)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_report(result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
