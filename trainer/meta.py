@@ -48,12 +48,11 @@ def fd_meta_gradient(model: nn.Module, grads, x_u: torch.Tensor, epsilon: float)
     step = torch._foreach_mul(list(grads), eps)  # one fused kernel per list, no host sync
 
     def probs_at(moved: list[torch.Tensor]) -> torch.Tensor:
-        # The perturbation is ~1e-4 of a weight, below bf16's resolution (measured: cosine
-        # to the exact derivative 0.97 in bf16, 0.99999 in fp32), so these two forwards
-        # leave autocast. With --meta-grad jvp the same quantity is exact in bf16.
-        with torch.autocast(x_u.device.type, enabled=False):
-            out = functional_call(model, {**dict(zip(names, moved)), **buffers}, (x_u,))
-        return F.softmax(out, dim=1)
+        out = functional_call(model, {**dict(zip(names, moved)), **buffers}, (x_u,))
+        # Softmax in fp32 even under bf16 autocast: the difference of two bf16 softmaxes
+        # loses the signal (cosine to the exact derivative 0.97; with fp32 softmax 0.9995,
+        # python -m trainer.bench.precision).
+        return F.softmax(widen(out), dim=1)
 
     p = F.softmax(widen(model(x_u)), dim=1)
     d = (probs_at(torch._foreach_add(params, step)) - probs_at(torch._foreach_sub(params, step)))

@@ -108,9 +108,10 @@ def test_under_bf16_autocast_the_meta_gradient_stays_accurate():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         p_fd, d_fd = fd_meta_gradient(model, grads, x_u, epsilon=1e-2)
         p_jvp, d_jvp = jvp_meta_gradient(model, grads, x_u)
-    # The perturbed forwards leave autocast: the difference is the fp32 one.
-    assert torch.allclose(d_fd, d_ref)
-    assert cosine(d_jvp, d_ref) >= 0.99
+    # Softmax in fp32 keeps the bf16 difference on the fp32 one's direction and scale.
+    assert cosine(d_fd, d_ref) >= 0.99
+    assert d_fd.norm().item() == pytest.approx(d_ref.norm().item(), rel=0.05)
+    assert cosine(d_jvp, d_ref) >= 0.999
     for p in (p_fd, p_jvp):
         assert p.dtype == torch.float32
         assert torch.allclose(p.sum(1), torch.ones(len(p)))

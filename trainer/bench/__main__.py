@@ -89,40 +89,55 @@ def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def print_report(result: dict[str, Any]) -> None:
+def report(result: dict[str, Any]) -> str:
+    """The figures as Markdown tables: readable in a terminal, pasted into docs/performance.md."""
     env = result["environment"]
-    print(f"{env['device']} ({env['device_name']}, {env['threads']} threads), torch "
-          f"{env['torch']}, {result['steps']} timed steps after {result['warmup']} warm-up")
+    lines = [f"Device: {env['device']} ({env['device_name']}, {env['threads']} CPU threads); "
+             f"torch {env['torch']}, torchvision {env['torchvision']}, ray {env['ray']}, "
+             f"CUDA {env['cuda'] or '-'}, Python {env['python']}; {env['date']}.",
+             f"Command: `{env['command']}` ({result['steps']} timed steps after "
+             f"{result['warmup']} warm-up, per measurement)."]
     for net in result["networks"].values():
-        runtime = net["ours"]["metasemi"]["runtime"]
-        print(f"\n{net['architecture']} on {net['dataset']}, batch {net['batch_size']} "
-              f"(+{net['batch_size']} unlabeled for MetaSemi); ours: {runtime}")
-        print(f"  {'step':<24}{'ms/step':>10}{'images/s':>11}{'data %':>8}{'peak MiB':>10}")
+        b = net["batch_size"]
+        lines += ["", f"### {net['architecture']} on {net['dataset']} shapes, batch {b} "
+                      f"(+{b} unlabeled for MetaSemi)", "",
+                  f"Ours: {net['ours']['metasemi']['runtime']}. Reference: fp32, eager, "
+                  "PIL transforms in a DataLoader.", "",
+                  "| step | ms/step | images/s | data % | peak MiB |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
         rows = [(f"ours {k.replace('_', ' (')}{')' if '_' in k else ''}", v)
                 for k, v in net["ours"].items()]
         rows += [(f"reference {k}", v) for k, v in (net["reference"] or {}).items()]
         for label, m in rows:
-            print(f"  {label:<24}{m['ms']:>10.1f}{m['images_per_s']:>11.0f}"
-                  f"{100 * m['data_fraction']:>8.1f}{_fmt(m['peak_memory_mb'], '.0f'):>10}")
-        print(f"  metasemi / supervised step time: ours {net['meta_over_supervised']:.2f}x "
-              f"(jvp {net['meta_over_supervised_jvp']:.2f}x)"
-              + (f", reference {net['reference_meta_over_supervised']:.2f}x"
-                 if net["reference"] else ""))
+            lines.append(f"| {label} | {m['ms']:.1f} | {m['images_per_s']:.0f} | "
+                         f"{100 * m['data_fraction']:.1f} | {_fmt(m['peak_memory_mb'], '.0f')} |")
+        lines += ["", f"- metasemi / supervised step time: ours "
+                      f"{net['meta_over_supervised']:.2f}x (jvp "
+                      f"{net['meta_over_supervised_jvp']:.2f}x)"
+                  + (f", reference {net['reference_meta_over_supervised']:.2f}x"
+                     if net["reference"] else "")]
         if net["reference"]:
-            print(f"  speed-up over the reference: metasemi "
-                  f"{net['speedup_over_reference']:.2f}x, supervised "
-                  f"{net['supervised_speedup_over_reference']:.2f}x")
-        for point in net["packing"] or []:
-            share = (f"{point['gpus_per_trial']:g} GPU" if point["gpus_per_trial"]
-                     else f"1/{point['trials']} of the CPU cores")
-            print(f"  packing: {point['trials']} concurrent MetaSemi trial(s), {share} each: "
-                  f"{point['images_per_s']:.0f} images/s in all")
-        if net.get("recommended_gpus_per_trial"):
-            print(f"  recommended --gpus-per-trial: {net['recommended_gpus_per_trial']:g} "
-                  "(the most trials that still add 10% images/s)")
+            lines.append(f"- speed-up over the reference: metasemi "
+                         f"{net['speedup_over_reference']:.2f}x, supervised "
+                         f"{net['supervised_speedup_over_reference']:.2f}x")
         proj = net["projected_400k_hours"]
-        print(f"  projected 400k-step run: {proj['total']:.1f} h ({proj['steps']:.1f} h of "
-              f"steps + {proj['evaluation']:.2f} h of evaluation every {TEST_EVERY} steps)")
+        lines.append(f"- projected 400k-step run: {proj['total']:.1f} h ({proj['steps']:.1f} h "
+                     f"of steps + {proj['evaluation']:.2f} h of evaluation every {TEST_EVERY} "
+                     "steps)")
+        if net["packing"]:
+            lines += ["", "| concurrent MetaSemi trials | share each | images/s in all | "
+                          "images/s per trial |", "| ---: | --- | ---: | --- |"]
+            for point in net["packing"]:
+                share = (f"{point['gpus_per_trial']:g} GPU" if point["gpus_per_trial"]
+                         else f"1/{point['trials']} of the CPU cores")
+                per = ", ".join(f"{r:.0f}" for r in point["per_trial_images_per_s"])
+                lines.append(f"| {point['trials']} | {share} | {point['images_per_s']:.0f} | "
+                             f"{per} |")
+            if net.get("recommended_gpus_per_trial"):
+                lines.append(f"\nRecommended `--gpus-per-trial`: "
+                             f"{net['recommended_gpus_per_trial']:g} (the most trials that "
+                             "still add 10% images/s).")
+    return "\n".join(lines)
 
 
 def _levels(text: str) -> list[int]:
@@ -178,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print_report(result)
+        print(report(result))
     return 0
 
 
