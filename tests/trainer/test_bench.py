@@ -37,7 +37,7 @@ def test_one_run_gives_every_figure_and_they_are_consistent(tmp_path):
         ref["metasemi"]["ms"] / ours["metasemi"]["ms"])
     assert ref["metasemi"]["workers"] == 1
 
-    assert [p["trials"] for p in net["packing"]] == [1, 2]
+    assert [(p["trials"], p["launcher"]) for p in net["packing"]] == [(1, "ray"), (2, "ray")]
     for point in net["packing"]:
         assert point["images_per_s"] > 0 and len(point["per_trial_images_per_s"]) == point[
             "trials"]
@@ -77,3 +77,14 @@ def test_the_recommended_gpu_share_is_the_most_trials_that_still_pay():
     assert recommend(points(100, 105, 300)) == 1.0  # stops at the first level that fails
     cpu = [{"trials": 1, "gpus_per_trial": 0.0, "images_per_s": 10.0}]
     assert recommend(cpu) is None
+
+
+def test_without_ray_the_packing_curve_runs_plain_processes():
+    from trainer.bench.packing import curve
+
+    settings = {"dataset": "digits", "architecture": "digitscnn", "method": "metasemi",
+                "device": "cpu", "batch_size": 16}
+    points = curve(settings, [1, 2], steps=2, warmup=1, gpu=False, launcher="processes")
+    assert [(p["trials"], p["launcher"]) for p in points] == [(1, "processes"),
+                                                               (2, "processes")]
+    assert all(p["images_per_s"] > 0 for p in points)

@@ -27,6 +27,8 @@ from trainer.rundir import write_json
 # batch size its preset trains with.
 NETWORKS = {"convlarge": ("cifar10", 128), "digitscnn": ("digits", 64)}
 FULL_RUN_STEPS, TEST_EVERY = 400_000, 400  # the paper's CIFAR-10 schedule
+OUR_ROWS = {"supervised": "ours supervised", "metasemi": "ours metasemi",
+            "metasemi_jvp": "ours metasemi (jvp)"}
 
 
 def bench_network(arch: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -39,13 +41,15 @@ def bench_network(arch: str, args: argparse.Namespace, device: torch.device) -> 
     mine = {
         "supervised": ours.measure({**base, "method": "supervised"}, args.steps, args.warmup),
         "metasemi": ours.measure({**base, "method": "metasemi"}, args.steps, args.warmup),
-        "metasemi_jvp": ours.measure({**base, "method": "metasemi", "meta_grad": "jvp"},
-                                     args.steps, args.warmup),
+        # The alternative, not the default: a failure here is reported, not fatal.
+        "metasemi_jvp": _attempt(ours.measure, {**base, "method": "metasemi",
+                                                "meta_grad": "jvp"}, args.steps, args.warmup),
     }
+    jvp_ms = mine["metasemi_jvp"].get("ms")
     out: dict[str, Any] = {
         "architecture": arch, "dataset": dataset, "batch_size": batch, "ours": mine,
         "meta_over_supervised": mine["metasemi"]["ms"] / mine["supervised"]["ms"],
-        "meta_over_supervised_jvp": mine["metasemi_jvp"]["ms"] / mine["supervised"]["ms"],
+        "meta_over_supervised_jvp": jvp_ms and jvp_ms / mine["supervised"]["ms"],
         "reference": None, "speedup_over_reference": None,
         "supervised_speedup_over_reference": None, "packing": None,
     }
@@ -71,15 +75,28 @@ def bench_network(arch: str, args: argparse.Namespace, device: torch.device) -> 
     return out
 
 
+def _attempt(fn, *args) -> dict[str, Any]:
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 (reported in the tables and the JSON)
+        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+
+
 def environment(device: torch.device) -> dict[str, Any]:
-    import ray
+    import importlib.metadata
+
     import torchvision
+
+    try:
+        ray_version = importlib.metadata.version("ray")
+    except importlib.metadata.PackageNotFoundError:
+        ray_version = None  # the packing curve then runs trials as plain processes
 
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else platform.processor() or platform.machine())
     return {"device": str(device), "device_name": name, "threads": torch.get_num_threads(),
             "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "ray": ray.__version__, "python": platform.python_version(),
+            "ray": ray_version, "python": platform.python_version(),
             "cuda": torch.version.cuda if device.type == "cuda" else None,
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "command": "python -m trainer.bench " + shlex.join(sys.argv[1:])}
@@ -105,15 +122,18 @@ def report(result: dict[str, Any]) -> str:
                   "PIL transforms in a DataLoader.", "",
                   "| step | ms/step | images/s | data % | peak MiB |",
                   "| --- | ---: | ---: | ---: | ---: |"]
-        rows = [(f"ours {k.replace('_', ' (')}{')' if '_' in k else ''}", v)
-                for k, v in net["ours"].items()]
-        rows += [(f"reference {k}", v) for k, v in (net["reference"] or {}).items()]
+        rows = [(label, net["ours"][key]) for key, label in OUR_ROWS.items()]
+        rows += [(f"reference {key}", net["reference"][key])
+                 for key in ("supervised", "metasemi") if net["reference"]]
         for label, m in rows:
+            if "error" in m:
+                lines.append(f"| {label} | failed: {m['error']} | | | |")
+                continue
             lines.append(f"| {label} | {m['ms']:.1f} | {m['images_per_s']:.0f} | "
                          f"{100 * m['data_fraction']:.1f} | {_fmt(m['peak_memory_mb'], '.0f')} |")
         lines += ["", f"- metasemi / supervised step time: ours "
                       f"{net['meta_over_supervised']:.2f}x (jvp "
-                      f"{net['meta_over_supervised_jvp']:.2f}x)"
+                      f"{_fmt(net['meta_over_supervised_jvp'], '.2f')}x)"
                   + (f", reference {net['reference_meta_over_supervised']:.2f}x"
                      if net["reference"] else "")]
         if net["reference"]:
@@ -133,6 +153,7 @@ def report(result: dict[str, Any]) -> str:
                 per = ", ".join(f"{r:.0f}" for r in point["per_trial_images_per_s"])
                 lines.append(f"| {point['trials']} | {share} | {point['images_per_s']:.0f} | "
                              f"{per} |")
+            lines.append(f"\nTrials launched by: {net['packing'][0]['launcher']}.")
             if net.get("recommended_gpus_per_trial"):
                 lines.append(f"\nRecommended `--gpus-per-trial`: "
                              f"{net['recommended_gpus_per_trial']:g} (the most trials that "

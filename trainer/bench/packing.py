@@ -3,13 +3,21 @@
 Each trial is a Ray task asking for 1/n of a GPU (as `study/run.py --gpus-per-trial`
 does); all n warm up, meet at a barrier, then time the same number of MetaSemi
 steps. Without a GPU the trials share the CPU cores instead, 1/n of them each.
+
+Ray's fractional GPUs only schedule: they do not partition the device. So where
+Ray is not installed (a bare GPU box with only torch), the same n trials run as
+plain processes and measure the same sharing; the result says which launcher ran.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import multiprocessing
 import os
+import queue
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,9 +27,7 @@ LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def _trial(settings: dict[str, Any], steps: int, warmup: int, threads: int | None,
-           barrier) -> dict[str, float]:
-    import ray
-
+           wait: Callable[[], None]) -> dict[str, float]:
     from trainer.bench.ours import build, sync
 
     if threads:
@@ -30,12 +36,22 @@ def _trial(settings: dict[str, Any], steps: int, warmup: int, threads: int | Non
     for _ in range(warmup):
         t.step()
     sync(t.runtime.device)
-    ray.get(barrier.wait.remote())
+    wait()
     start = time.time()
     for _ in range(steps):
         t.step()
     sync(t.runtime.device)
     return {"start": start, "end": time.time(), "images": steps * t.images_per_step}
+
+
+def _ray_trial(settings, steps, warmup, threads, barrier) -> dict[str, float]:
+    import ray
+
+    return _trial(settings, steps, warmup, threads, lambda: ray.get(barrier.wait.remote()))
+
+
+def _process_trial(settings, steps, warmup, threads, barrier, results) -> None:
+    results.put(_trial(settings, steps, warmup, threads, barrier.wait))
 
 
 def recommend(points: list[dict[str, Any]], gain: float = 1.1) -> float | None:
@@ -50,13 +66,33 @@ def recommend(points: list[dict[str, Any]], gain: float = 1.1) -> float | None:
     return best["gpus_per_trial"]
 
 
-def curve(settings: dict[str, Any], levels: list[int], steps: int, warmup: int,
-          gpu: bool) -> list[dict[str, Any]]:
-    """For each n in levels: n concurrent trials, their aggregate and per-trial images/s."""
+def curve(settings: dict[str, Any], levels: list[int], steps: int, warmup: int, gpu: bool,
+          launcher: str = "auto") -> list[dict[str, Any]]:
+    """For each n in levels: n concurrent trials, their aggregate and per-trial images/s.
+
+    launcher: "ray", "processes", or "auto" (Ray when it is installed).
+    """
+    cores = os.cpu_count() or 1
+    if launcher == "auto":
+        launcher = "ray" if importlib.util.find_spec("ray") else "processes"
+    run = {"ray": _with_ray, "processes": _with_processes}[launcher]
+    out = []
+    for n in levels:
+        threads = None if gpu else max(1, cores // n)
+        runs, launcher = run(settings, n, steps, warmup, threads, gpu, cores)
+        wall = max(r["end"] for r in runs) - min(r["start"] for r in runs)
+        out.append({
+            "trials": n, "gpus_per_trial": 1 / n if gpu else 0.0, "launcher": launcher,
+            "images_per_s": sum(r["images"] for r in runs) / wall,
+            "per_trial_images_per_s": [r["images"] / (r["end"] - r["start"]) for r in runs],
+        })
+    return out
+
+
+def _with_ray(settings, n, steps, warmup, threads, gpu, cores):
     os.environ.setdefault(LOCAL_ONLY_ENV, "0")
     import ray
 
-    cores = os.cpu_count() or 1
     ray.init(address="local", num_cpus=cores, num_gpus=1 if gpu else 0,
              include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:
@@ -71,24 +107,39 @@ def curve(settings: dict[str, Any], levels: list[int], steps: int, warmup: int,
                     self.event.set()
                 await self.event.wait()
 
-        task = ray.remote(max_calls=1)(_trial)  # a fresh process per trial, as Tune gives
-        out = []
-        for n in levels:
-            if gpu:
-                options = {"num_gpus": 1 / n, "num_cpus": min(1.0, cores / n)}
-                threads = None
-            else:
-                options = {"num_cpus": cores / n, "num_gpus": 0}
-                threads = max(1, cores // n)
-            barrier = Barrier.remote(n)
-            runs = ray.get([task.options(**options).remote(settings, steps, warmup, threads,
-                                                           barrier) for _ in range(n)])
-            wall = max(r["end"] for r in runs) - min(r["start"] for r in runs)
-            out.append({
-                "trials": n, "gpus_per_trial": 1 / n if gpu else 0.0,
-                "images_per_s": sum(r["images"] for r in runs) / wall,
-                "per_trial_images_per_s": [r["images"] / (r["end"] - r["start"]) for r in runs],
-            })
-        return out
+        if gpu:
+            options = {"num_gpus": 1 / n, "num_cpus": min(1.0, cores / n)}
+        else:
+            options = {"num_cpus": cores / n, "num_gpus": 0}
+        task = ray.remote(max_calls=1)(_ray_trial)  # a fresh process per trial, as Tune gives
+        barrier = Barrier.remote(n)
+        return ray.get([task.options(**options).remote(settings, steps, warmup, threads,
+                                                       barrier) for _ in range(n)]), "ray"
     finally:
         ray.shutdown()
+
+
+def _with_processes(settings, n, steps, warmup, threads, gpu, cores):
+    ctx = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_process_trial,
+                         args=(settings, steps, warmup, threads, barrier, results))
+             for _ in range(n)]
+    for p in procs:
+        p.start()
+    runs: list[dict[str, float]] = []
+    try:
+        while len(runs) < n:
+            try:
+                runs.append(results.get(timeout=5))
+            except queue.Empty:
+                failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                if failed:
+                    raise RuntimeError(f"a packed trial process failed (exit codes {failed}); "
+                                       "its error is printed above") from None
+    finally:
+        for p in procs:
+            if p.is_alive() and len(runs) < n:
+                p.terminate()
+            p.join()
+    return runs, "processes"
