@@ -91,19 +91,26 @@ class RayCluster:
              "--disable-usage-stats", "--block", *args],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
 
-    def add_worker(self, num_cpus: int = 1) -> subprocess.Popen:
+    def add_worker(self, num_cpus: int = 1, attempts: int = 2) -> subprocess.Popen:
         """A worker node; started one at a time (nodes starting together on one machine race
-        for the same socket names), each with explicit ports."""
-        ports = [free_port() for _ in range(6)]
-        worker = self._start(
-            f"worker{len(self.workers) + 1}", f"--address={self.address}",
-            f"--num-cpus={num_cpus}", f"--node-manager-port={ports[0]}",
-            f"--object-manager-port={ports[1]}", f"--metrics-export-port={ports[2]}",
-            f"--runtime-env-agent-port={ports[3]}", f"--dashboard-agent-grpc-port={ports[4]}",
-            f"--dashboard-agent-listen-port={ports[5]}")
-        self.workers.append(worker)
-        self.wait_for_nodes(len(self.workers) + 1)
-        return worker
+        for the same socket names), each with explicit ports. On a loaded 2-core machine a
+        raylet occasionally times out during startup; that worker is replaced once."""
+        name = f"worker{len(self.workers) + 1}"
+        for attempt in range(1, attempts + 1):
+            ports = [free_port() for _ in range(6)]
+            worker = self._start(
+                f"{name}-try{attempt}", f"--address={self.address}",
+                f"--num-cpus={num_cpus}", f"--node-manager-port={ports[0]}",
+                f"--object-manager-port={ports[1]}", f"--metrics-export-port={ports[2]}",
+                f"--runtime-env-agent-port={ports[3]}",
+                f"--dashboard-agent-grpc-port={ports[4]}",
+                f"--dashboard-agent-listen-port={ports[5]}")
+            if self.wait_for_nodes(len(self.workers) + 2, raise_on_timeout=False):
+                self.workers.append(worker)
+                return worker
+            kill_group(worker)
+        log = (self.log_dir / f"{name}-try{attempts}.log").read_text()[-2000:]
+        raise AssertionError(f"{name} did not join the Ray cluster in {attempts} tries:\n{log}")
 
     def alive_nodes(self) -> int:
         out = subprocess.run(
@@ -112,11 +119,15 @@ class RayCluster:
             capture_output=True, text=True, env=self.env, timeout=60)
         return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else 0
 
-    def wait_for_nodes(self, count: int, timeout: float = 60) -> None:
+    def wait_for_nodes(self, count: int, timeout: float = 60,
+                       raise_on_timeout: bool = True) -> bool:
         deadline = time.time() + timeout
         while self.alive_nodes() < count:
-            assert time.time() < deadline, f"the Ray cluster did not reach {count} nodes"
+            if time.time() >= deadline:
+                assert not raise_on_timeout, f"the Ray cluster did not reach {count} nodes"
+                return False
             time.sleep(1)
+        return True
 
     def close(self) -> None:
         for proc in [*self.workers, self.head]:

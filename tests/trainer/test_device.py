@@ -83,3 +83,40 @@ def test_a_compiled_step_computes_what_the_eager_step_computes():
     compiled, model = run_steps(compile=True)
     assert torch.allclose(eager, compiled, rtol=1e-4, atol=1e-5)
     assert "features.0.weight" in model.state_dict()  # checkpoints keep their keys
+
+
+# --- on a GPU only (skipped elsewhere; CI has none) -----------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+@pytest.mark.parametrize("meta_grad", ["fd", "jvp"])
+def test_a_cuda_metasemi_step_never_waits_for_the_device(meta_grad):
+    from trainer.bench.ours import build
+
+    t = build({"dataset": "cifar10", "architecture": "convlarge", "method": "metasemi",
+               "meta_grad": meta_grad, "device": "cuda", "batch_size": 32})
+    assert t.runtime.amp_dtype == torch.bfloat16 and t.runtime.channels_last
+    t.step()  # the first draws copy each stream's epoch order to the device
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising call now raises
+    try:
+        stats = [t.step() for _ in range(3)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(torch.stack(stats)).all()
+
+
+@needs_cuda
+def test_on_cuda_bf16_and_channels_last_steps_stay_close_to_fp32():
+    from trainer.bench.ours import build, synthetic_data
+
+    data = synthetic_data("digits", torch.device("cuda"))
+    runs = {}
+    for precision, layout in (("fp32", "contiguous"), ("bf16", "channels_last")):
+        t = build({"dataset": "digits", "method": "metasemi", "device": "cuda",
+                   "precision": precision, "memory_format": layout}, data=data)
+        torch.manual_seed(0)
+        runs[precision] = torch.stack([t.step() for _ in range(3)]).cpu()
+    assert torch.allclose(runs["fp32"][:, :3], runs["bf16"][:, :3], rtol=0.05, atol=0.02)
