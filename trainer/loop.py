@@ -31,19 +31,16 @@ class TrainingDiverged(RuntimeError):
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: DeviceData, batch_size: int = 1000,
-             runtime: Runtime | None = None):
+def evaluate(model: torch.nn.Module, data: DeviceData, runtime: Runtime,
+             batch_size: int = 1000):
     """Mean test cross-entropy and test accuracy in eval mode, as device tensors."""
     model.eval()
     loss = torch.zeros((), device=data.test_y.device)
     correct = torch.zeros((), device=data.test_y.device)
     for i in range(0, len(data.test_y), batch_size):
-        x = data.normalize(data.test_x[i:i + batch_size])
-        if runtime is None:
-            logits = model(x)
-        else:
-            with runtime.autocast():
-                logits = widen(model(runtime.prepare_input(x)))
+        x = runtime.prepare_input(data.normalize(data.test_x[i:i + batch_size]))
+        with runtime.autocast():
+            logits = widen(model(x))
         y = data.test_y[i:i + batch_size]
         loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
@@ -153,7 +150,7 @@ def train(cfg: Config, report: ReportHook | None = None,
             if not evaluating:
                 continue
 
-            test_loss, test_acc = (v.item() for v in evaluate(model, data, runtime=runtime))
+            test_loss, test_acc = (v.item() for v in evaluate(model, data, runtime))
             if not history or test_acc > best:
                 best, best_step = test_acc, step
             now = time.perf_counter()

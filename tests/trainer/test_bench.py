@@ -16,7 +16,7 @@ def test_one_run_gives_every_figure_and_they_are_consistent(tmp_path):
     out = tmp_path / "bench.json"
     result = json.loads(bench(
         "--networks", "digitscnn", "--steps", "2", "--warmup", "1", "--reference-workers", "1",
-        "--packing", "1,2", "--json", "--out", str(out)).stdout)
+        "--packing", "2", "--json", "--out", str(out)).stdout)
     assert json.loads(out.read_text()) == result  # --out writes the same object
 
     env = result["environment"]
@@ -37,32 +37,37 @@ def test_one_run_gives_every_figure_and_they_are_consistent(tmp_path):
         ref["metasemi"]["ms"] / ours["metasemi"]["ms"])
     assert ref["metasemi"]["workers"] == 1
 
-    assert [(p["trials"], p["launcher"]) for p in net["packing"]] == [(1, "ray"), (2, "ray")]
-    for point in net["packing"]:
-        assert point["images_per_s"] > 0 and len(point["per_trial_images_per_s"]) == point[
-            "trials"]
+    (point,) = net["packing"]  # two trials at once, each a Ray task
+    assert (point["trials"], point["launcher"], point["gpus_per_trial"]) == (2, "ray", 0.0)
+    assert point["images_per_s"] > 0 and len(point["per_trial_images_per_s"]) == 2
 
     proj = net["projected_400k_hours"]
     assert proj["steps"] == pytest.approx(400_000 * ours["metasemi"]["ms"] / 1e3 / 3600)
     assert proj["total"] == pytest.approx(proj["steps"] + proj["evaluation"])
 
 
-def test_the_tables_name_each_step_and_skip_what_is_turned_off():
-    text = bench("--networks", "digitscnn", "--steps", "1", "--warmup", "0", "--no-reference",
-                 "--packing", "none").stdout
-    for row in ("ours supervised", "ours metasemi", "ours metasemi (jvp)",
+def test_the_tables_name_each_step_and_skip_what_is_turned_off(capsys):
+    from trainer.bench.__main__ import main
+
+    assert main(["--device", "cpu", "--networks", "digitscnn", "--steps", "1", "--warmup", "0",
+                 "--no-reference", "--packing", "none"]) == 0
+    text = capsys.readouterr().out
+    for row in ("| ours supervised |", "| ours metasemi |", "| ours metasemi (jvp) |",
                 "metasemi / supervised step time", "projected 400k-step run"):
         assert row in text, row
-    assert "reference metasemi" not in text and "packing:" not in text
+    assert "reference metasemi" not in text and "concurrent MetaSemi trials" not in text
 
 
 @pytest.mark.parametrize("args, message", [
     (["--packing", "1,x"], "give trial counts like 1,2,4"),
     (["--steps", "0"], "--steps, --batch-size and --packing-steps must be >= 1"),
 ])
-def test_bad_options_are_refused_before_any_measurement(args, message):
-    done = bench(*args, check=False)
-    assert done.returncode == 2 and message in done.stderr
+def test_bad_options_are_refused_before_any_measurement(args, message, capsys):
+    from trainer.bench.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--device", "cpu", *args])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_the_recommended_gpu_share_is_the_most_trials_that_still_pay():

@@ -117,7 +117,7 @@ def measure(settings: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]
     step_s = timed(t.step, steps, device)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     data_s = timed(t.draw, steps, device)
-    eval_s = timed(lambda: evaluate(t.model, t.data, runtime=t.runtime), 1, device)
+    eval_s = timed(lambda: evaluate(t.model, t.data, t.runtime), 1, device)
     return {"method": t.cfg.method, "meta_grad": t.cfg.meta_grad, "ms": 1e3 * step_s,
             "images_per_s": t.images_per_step / step_s,
             "data_fraction": min(1.0, data_s / step_s), "eval_s": eval_s,

@@ -75,11 +75,9 @@ def curve(settings: dict[str, Any], levels: list[int], steps: int, warmup: int, 
     cores = os.cpu_count() or 1
     if launcher == "auto":
         launcher = "ray" if importlib.util.find_spec("ray") else "processes"
-    run = {"ray": _with_ray, "processes": _with_processes}[launcher]
+    runner = {"ray": _with_ray, "processes": _with_processes}[launcher]
     out = []
-    for n in levels:
-        threads = None if gpu else max(1, cores // n)
-        runs, launcher = run(settings, n, steps, warmup, threads, gpu, cores)
+    for n, runs in runner(settings, levels, steps, warmup, gpu, cores):
         wall = max(r["end"] for r in runs) - min(r["start"] for r in runs)
         out.append({
             "trials": n, "gpus_per_trial": 1 / n if gpu else 0.0, "launcher": launcher,
@@ -89,7 +87,12 @@ def curve(settings: dict[str, Any], levels: list[int], steps: int, warmup: int, 
     return out
 
 
-def _with_ray(settings, n, steps, warmup, threads, gpu, cores):
+def _threads(gpu: bool, cores: int, n: int) -> int | None:
+    return None if gpu else max(1, cores // n)
+
+
+def _with_ray(settings, levels, steps, warmup, gpu, cores):
+    """Yield (n, runs) per level, all levels on one local Ray instance."""
     os.environ.setdefault(LOCAL_ONLY_ENV, "0")
     import ray
 
@@ -107,39 +110,42 @@ def _with_ray(settings, n, steps, warmup, threads, gpu, cores):
                     self.event.set()
                 await self.event.wait()
 
-        if gpu:
-            options = {"num_gpus": 1 / n, "num_cpus": min(1.0, cores / n)}
-        else:
-            options = {"num_cpus": cores / n, "num_gpus": 0}
         task = ray.remote(max_calls=1)(_ray_trial)  # a fresh process per trial, as Tune gives
-        barrier = Barrier.remote(n)
-        return ray.get([task.options(**options).remote(settings, steps, warmup, threads,
-                                                       barrier) for _ in range(n)]), "ray"
+        for n in levels:
+            if gpu:
+                options = {"num_gpus": 1 / n, "num_cpus": min(1.0, cores / n)}
+            else:
+                options = {"num_cpus": cores / n, "num_gpus": 0}
+            barrier = Barrier.remote(n)
+            yield n, ray.get([task.options(**options).remote(
+                settings, steps, warmup, _threads(gpu, cores, n), barrier) for _ in range(n)])
     finally:
         ray.shutdown()
 
 
-def _with_processes(settings, n, steps, warmup, threads, gpu, cores):
+def _with_processes(settings, levels, steps, warmup, gpu, cores):
+    """Yield (n, runs) per level, each trial a spawned process."""
     ctx = multiprocessing.get_context("spawn")  # CUDA cannot be forked
-    barrier, results = ctx.Barrier(n), ctx.Queue()
-    procs = [ctx.Process(target=_process_trial,
-                         args=(settings, steps, warmup, threads, barrier, results))
-             for _ in range(n)]
-    for p in procs:
-        p.start()
-    runs: list[dict[str, float]] = []
-    try:
-        while len(runs) < n:
-            try:
-                runs.append(results.get(timeout=5))
-            except queue.Empty:
-                failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
-                if failed:
-                    raise RuntimeError(f"a packed trial process failed (exit codes {failed}); "
-                                       "its error is printed above") from None
-    finally:
+    for n in levels:
+        barrier, results = ctx.Barrier(n), ctx.Queue()
+        procs = [ctx.Process(target=_process_trial,
+                             args=(settings, steps, warmup, _threads(gpu, cores, n), barrier,
+                                   results)) for _ in range(n)]
         for p in procs:
-            if p.is_alive() and len(runs) < n:
-                p.terminate()
-            p.join()
-    return runs, "processes"
+            p.start()
+        runs: list[dict[str, float]] = []
+        try:
+            while len(runs) < n:
+                try:
+                    runs.append(results.get(timeout=5))
+                except queue.Empty:
+                    failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                    if failed:
+                        raise RuntimeError(f"a packed trial process failed (exit codes "
+                                           f"{failed}); its error is printed above") from None
+        finally:
+            for p in procs:
+                if p.is_alive() and len(runs) < n:
+                    p.terminate()
+                p.join()
+        yield n, runs
