@@ -207,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
     except ConfigError as e:
         p.error(str(e))
+    if device.type == "cpu" and "convlarge" in args.networks and not args.json:
+        print("note: a ConvLarge MetaSemi step takes about 12 s on 2 CPU cores; "
+              "--networks digitscnn gives a quick look", file=sys.stderr)
     result = {"environment": environment(device), "steps": args.steps, "warmup": args.warmup,
               "networks": {arch: bench_network(arch, args, device) for arch in args.networks}}
     if args.out:
