@@ -59,6 +59,11 @@ class Config:
     def uses_mixup(self) -> bool:
         return self.method in ("mixup", "metasemi")
 
+    @property
+    def images_per_step(self) -> int:
+        """A supervised step sees one batch; the others a labeled and an unlabeled one."""
+        return self.batch_size * (1 if self.method == "supervised" else 2)
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)

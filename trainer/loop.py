@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -55,6 +56,42 @@ def draw(stream: IndexStream, data: DeviceData,
     return runtime.prepare_input(data.normalize(x)), data.train_y[idx]
 
 
+@dataclass
+class Parts:
+    """What a run trains: the model, its optimizer, the two index streams, mix-up's Beta."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    labeled: IndexStream
+    unlabeled: IndexStream
+    beta: torch.distributions.Beta | None
+
+    def next_batch(self, cfg: Config, data: DeviceData, runtime: Runtime) -> Batch:
+        """The step's labeled batch and, unless supervised, its unlabeled one."""
+        x_l, y_l = draw(self.labeled, data, runtime)
+        if cfg.method == "supervised":
+            return Batch(x_l, y_l)
+        return Batch(x_l, y_l, *draw(self.unlabeled, data, runtime))
+
+
+def build_parts(cfg: Config, data: DeviceData, runtime: Runtime) -> Parts:
+    """A fresh model (seeded by cfg.seed), SGD, the seeded streams and Beta(alpha, alpha)."""
+    torch.manual_seed(cfg.seed)
+    model = runtime.prepare_model(
+        build_model(cfg.architecture, data.spec.channels, data.spec.num_classes))
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    device = runtime.device
+    beta = None
+    if cfg.uses_mixup:
+        a = torch.tensor(float(cfg.alpha), device=device)
+        beta = torch.distributions.Beta(a, a)
+    return Parts(model, optimizer,
+                 IndexStream(data.labeled, cfg.batch_size, seed=cfg.seed, device=device),
+                 IndexStream(data.unlabeled, cfg.batch_size, seed=cfg.seed + 1, device=device),
+                 beta)
+
+
 def train(cfg: Config, report: ReportHook | None = None,
           show_progress: bool = True) -> dict[str, Any]:
     """Run (or resume) one training run; return the summary also written to summary.json."""
@@ -66,13 +103,9 @@ def train(cfg: Config, report: ReportHook | None = None,
         checkpoint.check_compatible(state, cfg.to_dict(), cfg.resume)
     data = load_data(cfg.dataset, cfg.data_path, cfg.download, cfg.num_label, cfg.seed, device)
 
-    torch.manual_seed(cfg.seed)
-    model = runtime.prepare_model(
-        build_model(cfg.architecture, data.spec.channels, data.spec.num_classes))
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
-    labeled = IndexStream(data.labeled, cfg.batch_size, seed=cfg.seed, device=device)
-    unlabeled = IndexStream(data.unlabeled, cfg.batch_size, seed=cfg.seed + 1, device=device)
+    parts = build_parts(cfg, data, runtime)
+    model, optimizer, labeled, unlabeled = (parts.model, parts.optimizer, parts.labeled,
+                                            parts.unlabeled)
     step, best, best_step, history, elapsed_before = 0, 0.0, 0, [], 0.0
     if state is not None:
         try:
@@ -101,11 +134,6 @@ def train(cfg: Config, report: ReportHook | None = None,
 
     writer = SummaryWriter(logdir=run, purge_step=step if state is not None else None)
 
-    beta = None
-    if cfg.uses_mixup:
-        a = torch.tensor(float(cfg.alpha), device=device)
-        beta = torch.distributions.Beta(a, a)
-    images_per_step = cfg.batch_size * (1 if cfg.method == "supervised" else 2)
     progress = Progress(cfg.total_steps, step, enabled=show_progress)
     progress.message(f"{cfg.method} on {cfg.dataset} ({cfg.num_label} labels, "
                      f"{cfg.architecture}, {runtime.describe()}) -> {run}"
@@ -118,12 +146,8 @@ def train(cfg: Config, report: ReportHook | None = None,
     try:
         while step < cfg.total_steps:
             lr, weight = learning_rate(cfg, step), consistency_weight(cfg, step)
-            x_l, y_l = draw(labeled, data, runtime)
-            x_u = y_u = None
-            if cfg.method != "supervised":
-                x_u, y_u = draw(unlabeled, data, runtime)
-            stats = train_step(model, optimizer, cfg, Batch(x_l, y_l, x_u, y_u), lr, weight, beta,
-                               runtime.autocast)
+            stats = train_step(model, optimizer, cfg, parts.next_batch(cfg, data, runtime),
+                               lr, weight, parts.beta, runtime.autocast)
             sums += stats
             count_since_start += 1
             nonfinite += ~torch.isfinite(stats[0])
@@ -158,7 +182,7 @@ def train(cfg: Config, report: ReportHook | None = None,
                    "test_loss": test_loss, "test_accuracy": test_acc,
                    "best_test_accuracy": best,
                    "elapsed_seconds": elapsed_before + now - t_start,
-                   "images_per_second": count * images_per_step / max(now - t_interval, 1e-9)}
+                   "images_per_second": count * cfg.images_per_step / max(now - t_interval, 1e-9)}
             history.append(row)
             checkpoint.save(paths["checkpoint.pt"], {
                 "step": step, "config": cfg.to_dict(), "model": model.state_dict(),

@@ -15,10 +15,9 @@ import numpy as np
 import torch
 
 from trainer.config import Config, resolve
-from trainer.data import DATASETS, DeviceData, IndexStream
+from trainer.data import DATASETS, DeviceData
 from trainer.device import Runtime, resolve_runtime
-from trainer.loop import draw, evaluate
-from trainer.models import build_model
+from trainer.loop import Parts, build_parts, evaluate
 from trainer.step import Batch, train_step
 
 # Training and test set sizes of the datasets benchmarked (CIFAR-10's, digits' split).
@@ -48,18 +47,22 @@ def synthetic_data(dataset: str, device: torch.device, seed: int = 0) -> DeviceD
 
 @dataclass
 class Trainer:
-    """Everything one benchmarked run needs, built the way `trainer.loop.train` builds it."""
+    """One benchmarked run, built as `trainer.loop.train` builds it."""
 
     cfg: Config
     runtime: Runtime
     data: DeviceData
-    step: Callable[[], torch.Tensor]  # one training step on freshly drawn batches
-    draw: Callable[[], None]  # the data work of one step alone
-    model: torch.nn.Module
+    parts: Parts
 
-    @property
-    def images_per_step(self) -> int:
-        return self.cfg.batch_size * (1 if self.cfg.method == "supervised" else 2)
+    def step(self) -> torch.Tensor:
+        """One training step on freshly drawn batches, at the peak lr and weight (the
+        schedule is host arithmetic and does not change the cost)."""
+        return train_step(self.parts.model, self.parts.optimizer, self.cfg, self.draw(),
+                          self.cfg.lr, self.cfg.weight, self.parts.beta, self.runtime.autocast)
+
+    def draw(self) -> Batch:
+        """The data work of one step alone."""
+        return self.parts.next_batch(self.cfg, self.data, self.runtime)
 
 
 def build(settings: dict[str, Any], data: DeviceData | None = None) -> Trainer:
@@ -67,28 +70,7 @@ def build(settings: dict[str, Any], data: DeviceData | None = None) -> Trainer:
     cfg = resolve(settings)
     runtime = resolve_runtime(cfg)
     data = data or synthetic_data(cfg.dataset, runtime.device)
-    torch.manual_seed(cfg.seed)
-    spec = data.spec
-    model = runtime.prepare_model(build_model(cfg.architecture, spec.channels, spec.num_classes))
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
-    labeled = IndexStream(data.labeled, cfg.batch_size, cfg.seed, runtime.device)
-    unlabeled = IndexStream(data.unlabeled, cfg.batch_size, cfg.seed + 1, runtime.device)
-    a = torch.tensor(float(cfg.alpha), device=runtime.device)
-    beta = torch.distributions.Beta(a, a)
-    semi = cfg.method != "supervised"
-
-    def draw_both() -> tuple:
-        x_l, y_l = draw(labeled, data, runtime)
-        x_u, y_u = draw(unlabeled, data, runtime) if semi else (None, None)
-        return x_l, y_l, x_u, y_u
-
-    def step() -> torch.Tensor:
-        # Peak lr and weight: the schedule is host arithmetic and does not change the cost.
-        return train_step(model, optimizer, cfg, Batch(*draw_both()), cfg.lr, cfg.weight, beta,
-                          runtime.autocast)
-
-    return Trainer(cfg, runtime, data, step, draw_both, model)
+    return Trainer(cfg, runtime, data, build_parts(cfg, data, runtime))
 
 
 def sync(device: torch.device) -> None:
@@ -106,9 +88,11 @@ def timed(fn: Callable[[], Any], steps: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def measure(settings: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
-    """ms per step, images/s, the data fraction, evaluation time and peak memory of one method."""
-    t = build(settings)
+def measure(settings: dict[str, Any], steps: int, warmup: int, evaluation: bool = False,
+            data: DeviceData | None = None) -> dict[str, Any]:
+    """ms per step, images/s, the data fraction and peak memory of one method; with
+    `evaluation`, also the time of one pass over the test set (eval_s)."""
+    t = build(settings, data)
     device = t.runtime.device
     for _ in range(warmup):
         t.step()
@@ -117,8 +101,9 @@ def measure(settings: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]
     step_s = timed(t.step, steps, device)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     data_s = timed(t.draw, steps, device)
-    eval_s = timed(lambda: evaluate(t.model, t.data, t.runtime), 1, device)
+    eval_s = (timed(lambda: evaluate(t.parts.model, t.data, t.runtime), 1, device)
+              if evaluation else None)
     return {"method": t.cfg.method, "meta_grad": t.cfg.meta_grad, "ms": 1e3 * step_s,
-            "images_per_s": t.images_per_step / step_s,
+            "images_per_s": t.cfg.images_per_step / step_s,
             "data_fraction": min(1.0, data_s / step_s), "eval_s": eval_s,
             "peak_memory_mb": peak, "runtime": t.runtime.describe()}

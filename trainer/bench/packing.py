@@ -41,7 +41,7 @@ def _trial(settings: dict[str, Any], steps: int, warmup: int, threads: int | Non
     for _ in range(steps):
         t.step()
     sync(t.runtime.device)
-    return {"start": start, "end": time.time(), "images": steps * t.images_per_step}
+    return {"start": start, "end": time.time(), "images": steps * t.cfg.images_per_step}
 
 
 def _ray_trial(settings, steps, warmup, threads, barrier) -> dict[str, float]:
