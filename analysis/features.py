@@ -29,7 +29,7 @@ from sklearn.manifold import TSNE  # noqa: E402
 
 from trainer import checkpoint  # noqa: E402
 from trainer.config import ConfigError, config_from_dict  # noqa: E402
-from trainer.data import DatasetMissing, load_data  # noqa: E402
+from trainer.data import DatasetMissing, load_for  # noqa: E402
 from trainer.device import resolve_device  # noqa: E402
 from trainer.models import build_model  # noqa: E402
 
@@ -74,7 +74,7 @@ def feature_map(path: str, which: str = "best", data_path: str | None = None,
     except (checkpoint.CheckpointError, ConfigError, KeyError) as e:
         raise FeaturesError(f"{ckpt}: cannot be used ({e})") from e
     dev = resolve_device(cfg.device)
-    data = load_data(cfg.dataset, cfg.data_path, False, cfg.num_label, cfg.seed, dev)
+    data = load_for(cfg.replace(download=False), dev)
     split_file = os.path.join(os.path.dirname(ckpt), "split.json")
     if os.path.isfile(split_file):
         with open(split_file) as f:

@@ -13,7 +13,10 @@ from trainer.rundir import atomic_write
 FORMAT = 1
 # Fields a resumed run must share with its checkpoint: they fix the network's shape,
 # the labeled split and the objective. Schedules and lengths may change (e.g. extend a run).
-MUST_MATCH = ("dataset", "architecture", "num_label", "seed", "method")
+MUST_MATCH = ("dataset", "architecture", "num_label", "seed", "method", "num_val",
+              "val_from_labeled", "split")
+# What a checkpoint written before a field existed means by its absence.
+ABSENT_MEANS = {"num_val": 0, "val_from_labeled": False, "split": "random"}
 
 
 PREVIOUS = "checkpoint.prev.pt"  # the checkpoint that the latest one replaced
@@ -84,8 +87,11 @@ def load(path: str) -> dict[str, Any]:
 def check_compatible(state: dict[str, Any], config: dict[str, Any], path: str) -> None:
     """Raise CheckpointError naming every field where the checkpoint and the config differ."""
     saved = state["config"]
-    diff = [f"{k}: checkpoint {saved.get(k)!r}, config {config.get(k)!r}"
-            for k in MUST_MATCH if saved.get(k) != config.get(k)]
+    def value(d: dict[str, Any], k: str) -> Any:
+        return d.get(k, ABSENT_MEANS.get(k))
+
+    diff = [f"{k}: checkpoint {value(saved, k)!r}, config {value(config, k)!r}"
+            for k in MUST_MATCH if value(saved, k) != value(config, k)]
     if diff:
         raise CheckpointError(f"resume: {path} was written by a different run ("
                               + "; ".join(diff) + "); drop those flags to continue it as saved")

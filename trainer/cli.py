@@ -9,7 +9,7 @@ import warnings
 
 from trainer import checkpoint
 from trainer.config import MEMORY_FORMATS, META_GRADS, METHODS, PRECISIONS, ConfigError, resolve
-from trainer.data import DATASETS, DatasetMissing
+from trainer.data import DATASETS, SPLITS, DatasetMissing
 from trainer.loop import TrainingDiverged, train
 from trainer.models import ALIASES, MODELS
 
@@ -26,6 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--download", action="store_true", default=None,
       help="download CIFAR/SVHN into --data-path if missing")
     a("--num-label", type=int, help="number of labeled images, a multiple of the class count")
+    a("--num-val", type=int,
+      help="hold out this many class-balanced training images as a validation set (default 0, "
+           "the paper's protocol); drawn from outside the labeled set")
+    a("--val-from-labeled", action="store_true", default=None,
+      help="take the validation images out of the --num-label budget (the realistic protocol)")
+    a("--split", choices=SPLITS,
+      help="random (default): class-balanced, numpy-seeded; authors: the authors' loader "
+           "(Python's random.seed(seed), one shuffle, the first k of each class)")
     a("-a", "--architecture", choices=sorted(MODELS) + sorted(ALIASES))
     a("--method", choices=METHODS,
       help="supervised | mixup (mix-up, no meta) | meta (no mix-up) | metasemi (default)")
@@ -97,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"error: training diverged: {e}", file=sys.stderr)
         return 1
-    print(f"done: best test accuracy {summary['best_test_accuracy']:.4f} "
-          f"(error {100 * summary['best_test_error']:.2f}%), final "
-          f"{summary['final_test_accuracy']:.4f}, {summary['steps']} steps in "
+    val = (f"final validation accuracy {summary['final_val_accuracy']:.4f}, "
+           if "final_val_accuracy" in summary else "")
+    print(f"done: {val}final test accuracy {summary['final_test_accuracy']:.4f} "
+          f"(error {100 * summary['final_test_error']:.2f}%; best during training "
+          f"{summary['best_test_accuracy']:.4f}), {summary['steps']} steps in "
           f"{summary['wall_seconds']:.1f}s -> {cfg.save_path}")
     return 0

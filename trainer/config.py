@@ -26,6 +26,11 @@ class Config:
     data_path: str = "./data"
     download: bool = False
     num_label: int = 4000
+    # Validation images held out of the training set (0: the paper's protocol, none). From
+    # outside the labeled set, or with val_from_labeled out of the num_label budget.
+    num_val: int = 0
+    val_from_labeled: bool = False
+    split: str = "random"  # how the labeled set is drawn: random, or the authors' procedure
     architecture: str = "convlarge"
     method: str = "metasemi"
     meta_grad: str = "fd"
@@ -130,7 +135,7 @@ def resolve(overrides: dict[str, Any] | None = None) -> Config:
 
 def validate(cfg: Config) -> Config:
     """Check every field once, at the edge; raise ConfigError naming the first bad field."""
-    from trainer.data import DATASETS
+    from trainer.data import DATASETS, SPLITS
     from trainer.models import MODELS
 
     def fail(name: str, msg: str) -> None:
@@ -150,13 +155,16 @@ def validate(cfg: Config) -> Config:
                           ("memory_format", MEMORY_FORMATS)):
         if getattr(cfg, name) not in allowed:
             fail(name, f"unknown {name} {getattr(cfg, name)!r}; choose one of {list(allowed)}")
-    if not isinstance(cfg.compile, bool):
-        fail("compile", f"must be true or false, got {cfg.compile!r}")
+    for name in ("compile", "val_from_labeled"):
+        if not isinstance(getattr(cfg, name), bool):
+            fail(name, f"must be true or false, got {getattr(cfg, name)!r}")
+    if cfg.split not in SPLITS:
+        fail("split", f"unknown split {cfg.split!r}; choose one of {list(SPLITS)}")
     for name in ("total_steps", "batch_size", "test_freq", "log_freq", "num_label"):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             fail(name, f"must be a positive integer, got {value!r}")
-    for name in ("warmup", "seed"):
+    for name in ("warmup", "seed", "num_val"):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             fail(name, f"must be a non-negative integer, got {value!r}")
@@ -174,6 +182,12 @@ def validate(cfg: Config) -> Config:
     if cfg.num_label % num_classes:
         fail("num_label", f"{cfg.num_label} labels cannot be split evenly over "
              f"{num_classes} classes of {cfg.dataset}; use a multiple of {num_classes}")
+    if cfg.num_val % num_classes:
+        fail("num_val", f"{cfg.num_val} validation images cannot be split evenly over "
+             f"{num_classes} classes of {cfg.dataset}; use a multiple of {num_classes}")
+    if cfg.val_from_labeled and not 0 < cfg.num_val < cfg.num_label:
+        fail("num_val", f"with val_from_labeled the validation images come out of the "
+             f"{cfg.num_label} labels, so 0 < num_val < num_label; got {cfg.num_val}")
     parse_milestones(cfg.milestones)
     return cfg
 

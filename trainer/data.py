@@ -164,7 +164,10 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
-# --- the labeled split ---------------------------------------------------------------------
+# --- the split: labeled, validation, unlabeled ---------------------------------------------
+
+SPLITS = ("random", "authors")
+
 
 def labeled_split(labels: np.ndarray, num_label: int, num_classes: int,
                   seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -186,6 +189,82 @@ def labeled_split(labels: np.ndarray, num_label: int, num_classes: int,
     return labeled, unlabeled
 
 
+def authors_labeled_split(labels: np.ndarray, num_label: int, num_classes: int,
+                          seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The authors' labeled set: Python's random seeded with `seed` shuffles all training
+    indices once, and the first num_label / num_classes images of each class are labeled."""
+    import random
+
+    per_class = num_label // num_classes
+    order = list(range(len(labels)))
+    random.Random(seed).shuffle(order)  # the sequence of random.seed(seed); random.shuffle
+    taken = dict.fromkeys(range(num_classes), 0)
+    labeled = []
+    for i in order:
+        c = int(labels[i])
+        if taken[c] < per_class:
+            taken[c] += 1
+            labeled.append(i)
+    short = [c for c, n in taken.items() if n < per_class]
+    if short:
+        raise ValueError(f"num_label: {per_class} labels per class asked for, but class "
+                         f"{short[0]} has only {taken[short[0]]} training images; use a "
+                         "smaller --num-label")
+    labeled = np.sort(np.asarray(labeled, dtype=np.int64))
+    return labeled, np.setdiff1d(np.arange(len(labels)), labeled)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Disjoint index sets into the training arrays; test images are separate arrays."""
+
+    labeled: np.ndarray
+    unlabeled: np.ndarray
+    val: np.ndarray
+    method: str  # how the labeled set was drawn: "random" or "authors"
+    val_from_labeled: bool
+
+
+def _balanced_subset(labels: np.ndarray, pool: np.ndarray, count: int, num_classes: int,
+                     rng: np.random.Generator, what: str) -> np.ndarray:
+    per_class = count // num_classes
+    chosen = []
+    for c in range(num_classes):
+        idx = pool[labels[pool] == c]
+        if len(idx) < per_class:
+            raise ValueError(f"num_val: {per_class} validation images per class asked for, but "
+                             f"class {c} has only {len(idx)} {what}; use a smaller --num-val")
+        chosen.append(rng.choice(idx, size=per_class, replace=False))
+    return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, np.int64)
+
+
+def make_split(labels: np.ndarray, num_classes: int, num_label: int, seed: int,
+               num_val: int = 0, val_from_labeled: bool = False,
+               method: str = "random") -> Split:
+    """Labeled, validation and unlabeled indices, class-balanced and drawn from `seed`.
+
+    The validation images come from outside the labeled set (num_label keeps the paper's
+    meaning), or, with val_from_labeled, out of the labeled budget (the realistic protocol).
+    They are never used for training, labeled or not.
+    """
+    if method not in SPLITS:
+        raise ValueError(f"split: unknown split {method!r}; choose one of {list(SPLITS)}")
+    draw = authors_labeled_split if method == "authors" else labeled_split
+    labeled, unlabeled = draw(labels, num_label, num_classes, seed)
+    val = np.empty(0, np.int64)
+    if num_val:
+        # Its own stream, so the labeled set is the same with or without a validation set.
+        rng = np.random.default_rng([seed, 0x5A1])
+        if val_from_labeled:
+            val = _balanced_subset(labels, labeled, num_val, num_classes, rng, "labeled images")
+            labeled = np.setdiff1d(labeled, val)
+        else:
+            val = _balanced_subset(labels, unlabeled, num_val, num_classes, rng,
+                                   "images outside the labeled set")
+            unlabeled = np.setdiff1d(unlabeled, val)
+    return Split(labeled, unlabeled, val, method, val_from_labeled)
+
+
 # --- on-device data ------------------------------------------------------------------------
 
 @dataclass
@@ -197,33 +276,52 @@ class DeviceData:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
-    labeled: np.ndarray
-    unlabeled: np.ndarray
+    split: Split
     test_split: list[int] | str
     mean: torch.Tensor  # (C, 1, 1), in [0, 1] units
     std: torch.Tensor
+    val_index: torch.Tensor  # the validation indices, on the device
+
+    @property
+    def labeled(self) -> np.ndarray:
+        return self.split.labeled
+
+    @property
+    def unlabeled(self) -> np.ndarray:
+        return self.split.unlabeled
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() / 255.0 - self.mean) / self.std
 
     def split_record(self) -> dict:
         return {"labeled": self.labeled.tolist(), "unlabeled": self.unlabeled.tolist(),
-                "test": self.test_split}
+                "val": self.split.val.tolist(), "test": self.test_split,
+                "split": self.split.method, "val_from_labeled": self.split.val_from_labeled}
 
 
 def load_data(dataset: str, root: str, download: bool, num_label: int, seed: int,
-              device: torch.device) -> DeviceData:
-    """Read a dataset, draw its labeled split from `seed`, and move it to `device`."""
+              device: torch.device, num_val: int = 0, val_from_labeled: bool = False,
+              split: str = "random") -> DeviceData:
+    """Read a dataset, draw its labeled/validation/unlabeled split from `seed`, move it to
+    `device`. Normalisation statistics come from the training images."""
     spec = DATASETS[dataset]
     arrays = spec.load(root, download)
-    labeled, unlabeled = labeled_split(arrays.train_y, num_label, spec.num_classes, seed)
+    parts = make_split(arrays.train_y, spec.num_classes, num_label, seed, num_val,
+                       val_from_labeled, split)
     train = torch.from_numpy(arrays.train_x)
     pixels = train.float().div_(255.0).transpose(0, 1).reshape(spec.channels, -1)
     mean, std = pixels.mean(1).view(-1, 1, 1), pixels.std(1).clamp_min(1e-3).view(-1, 1, 1)
     return DeviceData(
         spec, train.to(device), torch.from_numpy(arrays.train_y).to(device),
         torch.from_numpy(arrays.test_x).to(device), torch.from_numpy(arrays.test_y).to(device),
-        labeled, unlabeled, arrays.test_split, mean.to(device), std.to(device))
+        parts, arrays.test_split, mean.to(device), std.to(device),
+        torch.as_tensor(parts.val, dtype=torch.long).to(device))
+
+
+def load_for(cfg, device: torch.device) -> DeviceData:
+    """load_data with a run's Config (dataset, path, split settings)."""
+    return load_data(cfg.dataset, cfg.data_path, cfg.download, cfg.num_label, cfg.seed, device,
+                     cfg.num_val, cfg.val_from_labeled, cfg.split)
 
 
 class IndexStream:

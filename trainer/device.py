@@ -64,9 +64,13 @@ class Runtime:
         """Lay a batch out in the model's memory format."""
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    @property
+    def precision_name(self) -> str:
+        """What the forwards ran in: "fp32" or "bf16" (recorded in summary.json)."""
+        return {None: "fp32", torch.bfloat16: "bf16"}[self.amp_dtype]
+
     def describe(self) -> str:
-        precision = {None: "fp32", torch.bfloat16: "bf16"}[self.amp_dtype]
-        return (f"{self.device}, {precision}, "
+        return (f"{self.device}, {self.precision_name}, "
                 f"{'channels-last' if self.channels_last else 'contiguous'}"
                 f"{', compiled' if self.compile else ''}")
 

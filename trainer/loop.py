@@ -12,7 +12,7 @@ import torch
 
 from trainer import checkpoint
 from trainer.config import Config
-from trainer.data import DeviceData, IndexStream, augment, load_data
+from trainer.data import DeviceData, IndexStream, augment, load_for
 from trainer.device import Runtime, resolve_runtime, widen
 from trainer.models import build_model
 from trainer.progress import Progress
@@ -31,21 +31,39 @@ class TrainingDiverged(RuntimeError):
         self.step, self.last_good_step = step, last_good_step
 
 
+# Selection reads the mean validation accuracy of this many last evaluations: one small
+# validation set is noisy (100 images: a 1% step per image), and a mean over the end of
+# training ranks configurations more steadily than a single evaluation does.
+SELECTION_WINDOW = 3
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: DeviceData, runtime: Runtime,
-             batch_size: int = 1000):
-    """Mean test cross-entropy and test accuracy in eval mode, as device tensors."""
+             batch_size: int = 1000, subset: str = "test"):
+    """Mean cross-entropy and accuracy on the test (or validation) images, in eval mode,
+    as device tensors."""
+    if subset == "test":
+        images, labels = data.test_x, data.test_y
+    else:  # validation images are training images, seen without augmentation
+        images, labels = data.train_x[data.val_index], data.train_y[data.val_index]
     model.eval()
-    loss = torch.zeros((), device=data.test_y.device)
-    correct = torch.zeros((), device=data.test_y.device)
-    for i in range(0, len(data.test_y), batch_size):
-        x = runtime.prepare_input(data.normalize(data.test_x[i:i + batch_size]))
+    loss = torch.zeros((), device=labels.device)
+    correct = torch.zeros((), device=labels.device)
+    for i in range(0, len(labels), batch_size):
+        x = runtime.prepare_input(data.normalize(images[i:i + batch_size]))
         with runtime.autocast():
             logits = widen(model(x))
-        y = data.test_y[i:i + batch_size]
+        y = labels[i:i + batch_size]
         loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
-    return loss / len(data.test_y), correct / len(data.test_y)
+    return loss / len(labels), correct / len(labels)
+
+
+def selection_score(history: list[dict[str, float]]) -> float:
+    """The validation score a study selects on: the mean validation accuracy of the last
+    SELECTION_WINDOW evaluations (fewer at the start)."""
+    window = [row["val_accuracy"] for row in history[-SELECTION_WINDOW:]]
+    return sum(window) / len(window)
 
 
 def draw(stream: IndexStream, data: DeviceData,
@@ -101,12 +119,13 @@ def train(cfg: Config, report: ReportHook | None = None,
     if cfg.resume:
         state, resumed_file = checkpoint.load_latest(cfg.resume)
         checkpoint.check_compatible(state, cfg.to_dict(), cfg.resume)
-    data = load_data(cfg.dataset, cfg.data_path, cfg.download, cfg.num_label, cfg.seed, device)
+    data = load_for(cfg, device)
 
     parts = build_parts(cfg, data, runtime)
     model, optimizer, labeled, unlabeled = (parts.model, parts.optimizer, parts.labeled,
                                             parts.unlabeled)
     step, best, best_step, history, elapsed_before = 0, 0.0, 0, [], 0.0
+    best_val, best_val_step = 0.0, 0
     if state is not None:
         try:
             model.load_state_dict(state["model"])
@@ -122,6 +141,7 @@ def train(cfg: Config, report: ReportHook | None = None,
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
         step, best, best_step = state["step"], state["best_test_accuracy"], state["best_step"]
         history, elapsed_before = list(state["history"]), state["elapsed_seconds"]
+        best_val, best_val_step = state.get("best_val_accuracy", 0.0), state.get("best_val_step", 0)
 
     run = cfg.save_path
     paths = {name: os.path.join(run, name) for name in (
@@ -177,8 +197,16 @@ def train(cfg: Config, report: ReportHook | None = None,
             test_loss, test_acc = (v.item() for v in evaluate(model, data, runtime))
             if not history or test_acc > best:
                 best, best_step = test_acc, step
+            val = {}
+            if cfg.num_val:
+                val_loss, val_acc = (v.item() for v in evaluate(model, data, runtime,
+                                                                subset="val"))
+                if not history or val_acc > best_val:
+                    best_val, best_val_step = val_acc, step
+                val = {"val_loss": val_loss, "val_accuracy": val_acc,
+                       "val_score": selection_score([*history, {"val_accuracy": val_acc}])}
             now = time.perf_counter()
-            row = {"step": step, "lr": lr, "weight": weight, **stats_now,
+            row = {"step": step, "lr": lr, "weight": weight, **stats_now, **val,
                    "test_loss": test_loss, "test_accuracy": test_acc,
                    "best_test_accuracy": best,
                    "elapsed_seconds": elapsed_before + now - t_start,
@@ -187,7 +215,8 @@ def train(cfg: Config, report: ReportHook | None = None,
             checkpoint.save(paths["checkpoint.pt"], {
                 "step": step, "config": cfg.to_dict(), "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "best_test_accuracy": best,
-                "best_step": best_step, "history": history,
+                "best_step": best_step, "best_val_accuracy": best_val,
+                "best_val_step": best_val_step, "history": history,
                 "elapsed_seconds": row["elapsed_seconds"],
                 "streams": {"labeled": labeled.state_dict(),
                             "unlabeled": unlabeled.state_dict()},
@@ -199,13 +228,14 @@ def train(cfg: Config, report: ReportHook | None = None,
             write_csv(paths["metrics.csv"], history)
             for key, value in row.items():
                 if key != "step":
-                    writer.add_scalar(f"{'test' if key.startswith('test') else 'train'}/{key}",
-                                      value, step)
+                    group = key.split("_")[0] if key.startswith(("test", "val")) else "train"
+                    writer.add_scalar(f"{group}/{key}", value, step)
             writer.flush()
             progress.message(f"step {step}: test accuracy {test_acc:.4f} "
                              f"(best {best:.4f} at step {best_step})")
             if step == cfg.total_steps:  # before the hook: a study may sync the run dir then
-                write_json(paths["summary.json"], _summary(cfg, history, best, best_step))
+                write_json(paths["summary.json"],
+                           _summary(cfg, runtime, history, best, best_step, best_val_step))
             if report is not None:
                 report(row, paths["checkpoint.pt"])
             sums.zero_()
@@ -214,7 +244,7 @@ def train(cfg: Config, report: ReportHook | None = None,
         progress.close()
         writer.close()
 
-    summary = _summary(cfg, history, best, best_step)
+    summary = _summary(cfg, runtime, history, best, best_step, best_val_step)
     if not count_since_start:  # resumed a finished run: complete its (maybe new) directory
         if os.path.abspath(resumed_file) != os.path.abspath(paths["checkpoint.pt"]):
             copy_file(resumed_file, paths["checkpoint.pt"])
@@ -222,13 +252,22 @@ def train(cfg: Config, report: ReportHook | None = None,
     return summary
 
 
-def _summary(cfg: Config, history: list[dict], best: float, best_step: int) -> dict[str, Any]:
+def _summary(cfg: Config, runtime: Runtime, history: list[dict], best: float, best_step: int,
+             best_val_step: int) -> dict[str, Any]:
+    """summary.json. best_test_* is the authors' convention (the maximum over evaluations,
+    an optimistic figure); final_test_* is the last evaluation, what tables report."""
     last = history[-1]
-    return {
+    summary = {
         "status": "completed", "dataset": cfg.dataset, "method": cfg.method,
         "architecture": cfg.architecture, "num_label": cfg.num_label, "seed": cfg.seed,
+        "num_val": cfg.num_val, "split": cfg.split, "precision": runtime.precision_name,
         "steps": last["step"], "final_test_accuracy": last["test_accuracy"],
         "best_test_accuracy": best, "best_step": best_step,
         "final_test_error": 1.0 - last["test_accuracy"], "best_test_error": 1.0 - best,
         "wall_seconds": last["elapsed_seconds"],
     }
+    if cfg.num_val:
+        at_best = next(r for r in history if r["step"] == best_val_step)
+        summary.update(final_val_accuracy=last["val_accuracy"], final_val_score=last["val_score"],
+                       best_val_accuracy=at_best["val_accuracy"], best_val_step=best_val_step)
+    return summary

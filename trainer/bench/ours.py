@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from trainer.config import Config, resolve
-from trainer.data import DATASETS, DeviceData
+from trainer.data import DATASETS, DeviceData, Split
 from trainer.device import Runtime, resolve_runtime
 from trainer.loop import Parts, build_parts, evaluate
 from trainer.step import Batch, train_step
@@ -41,8 +41,10 @@ def synthetic_data(dataset: str, device: torch.device, seed: int = 0) -> DeviceD
     labeled = np.arange(0, n_train, 10)  # any split will do for timing
     unlabeled = np.setdiff1d(np.arange(n_train), labeled)
     half = torch.full((spec.channels, 1, 1), 0.5, device=device)
+    split = Split(labeled, unlabeled, np.empty(0, np.int64), "random", False)
     return DeviceData(spec, images(n_train), labels(n_train), images(n_test), labels(n_test),
-                      labeled, unlabeled, "synthetic", half, half / 2)
+                      split, "synthetic", half, half / 2,
+                      torch.empty(0, dtype=torch.long, device=device))
 
 
 @dataclass
