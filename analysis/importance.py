@@ -22,25 +22,26 @@ def _distribution(spec: dict[str, Any]) -> optuna.distributions.BaseDistribution
 
 def importance(trials: pd.DataFrame, params: list[dict[str, Any]],
                seed: int = 0) -> tuple[pd.Series | None, str]:
-    """Importance of each searched parameter for the best test error, and a note saying on
-    how many trials; None and the reason when there are too few completed trials."""
-    done = trials[(trials["status"] == "completed") & trials["best_test_error"].notna()]
+    """Importance of each searched parameter for the validation score (what the search
+    optimised), and a note saying on how many trials; None and the reason when there are
+    too few completed trials."""
+    done = trials[(trials["status"] == "completed") & trials["val_score"].notna()]
     if len(done) < MIN_TRIALS:
         return None, (f"{len(done)} completed trial(s); importance needs at least "
                       f"{MIN_TRIALS}")
     distributions = {p["name"]: _distribution(p) for p in params}
     # Rebuild the study in memory from the files: works for merged and copied studies alike.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="minimize")
+    study = optuna.create_study(direction="maximize")
     for _, row in done.iterrows():
         values = {name: (int(row[name]) if isinstance(d, optuna.distributions.IntDistribution)
                          else row[name]) for name, d in distributions.items()}
         study.add_trial(optuna.trial.create_trial(
-            params=values, distributions=distributions, value=float(row["best_test_error"])))
+            params=values, distributions=distributions, value=float(row["val_score"])))
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
     try:
         scores = optuna.importance.get_param_importances(study, evaluator=evaluator)
     except (RuntimeError, ValueError) as e:  # e.g. no parameter varies
         return None, f"importance could not be computed ({e})"
     return (pd.Series(scores, name="importance").rename_axis("parameter"),
-            f"fANOVA over {len(done)} completed trials, objective: best test error")
+            f"fANOVA over {len(done)} completed trials, objective: validation score")

@@ -22,31 +22,35 @@ def _save(fig, path: str) -> str:
 
 
 def curves(history: pd.DataFrame, top: pd.DataFrame, path: str) -> str:
-    """Test accuracy against step for the top trials (top: rows with study and trial_id)."""
+    """Validation accuracy against step for the top trials (top: rows with study and
+    trial_id), with their test accuracy dashed (reported, not selected on)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for rank, (_, t) in enumerate(top.iterrows(), 1):
         h = history[(history["study"] == t["study"]) & (history["trial_id"] == t["trial_id"])]
-        ax.plot(h["step"], h["test_accuracy"], marker="o", markersize=3,
-                label=f"#{rank} {t['study']}/{t['trial_id']}")
-    ax.set(xlabel="step", ylabel="test accuracy", title="Test accuracy of the top trials")
+        line, = ax.plot(h["step"], h["val_accuracy"], marker="o", markersize=3,
+                        label=f"#{rank} {t['study']}/{t['trial_id']}")
+        ax.plot(h["step"], h["test_accuracy"], ls="--", lw=0.8, color=line.get_color())
+    ax.set(xlabel="step", ylabel="accuracy",
+           title="Validation accuracy of the top trials (test dashed)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
 
 
 def history(trials: pd.DataFrame, path: str) -> str:
-    """Optimisation history: each trial's best test error in trial order, and the best so far."""
+    """Optimisation history: each trial's validation score in trial order, and the best so
+    far."""
     studies = sorted(trials["study"].unique())
     fig, axes = plt.subplots(1, len(studies), figsize=(6 * len(studies), 4), squeeze=False)
     for ax, study in zip(axes[0], studies):
         t = trials[trials["study"] == study].sort_values("trial_number")
-        error = 100.0 * t["best_test_error"]
+        score = t["val_score"]
         for status, group in t.groupby("status"):
-            ax.scatter(group["trial_number"], 100.0 * group["best_test_error"], s=25,
+            ax.scatter(group["trial_number"], group["val_score"], s=25,
                        color=STATUS_COLOURS.get(status, "grey"), label=status)
-        ax.step(t["trial_number"], error.cummin(), where="post", color="black", lw=1,
+        ax.step(t["trial_number"], score.cummax(), where="post", color="black", lw=1,
                 label="best so far")
-        ax.set(xlabel="trial", ylabel="best test error (%)", title=f"{study}: optimisation")
+        ax.set(xlabel="trial", ylabel="validation score", title=f"{study}: optimisation")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return _save(fig, path)
@@ -63,15 +67,15 @@ def importance(scores: dict[str, pd.Series], path: str) -> str:
 
 
 def params(trials: pd.DataFrame, specs: list[dict[str, Any]], path: str) -> str:
-    """Each searched parameter against the trial's best test error, coloured by outcome."""
+    """Each searched parameter against the trial's validation score, coloured by outcome."""
     fig, axes = plt.subplots(1, len(specs), figsize=(3.6 * len(specs), 3.4), squeeze=False)
     for ax, spec in zip(axes[0], specs):
         for status, group in trials.groupby("status"):
-            ax.scatter(group[spec["name"]], 100.0 * group["best_test_error"], s=20,
+            ax.scatter(group[spec["name"]], group["val_score"], s=20,
                        color=STATUS_COLOURS.get(status, "grey"), label=status)
         if spec.get("log"):
             ax.set_xscale("log")
-        ax.set(xlabel=spec["name"], ylabel="best test error (%)")
+        ax.set(xlabel=spec["name"], ylabel="validation score")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     return _save(fig, path)

@@ -18,13 +18,19 @@ from typing import Any
 import pandas as pd
 
 # The trainer settings that become columns (paths and display switches are left out).
-CONFIG_COLUMNS = ("dataset", "num_label", "method", "architecture", "meta_grad", "seed",
-                  "weight", "alpha", "lr", "warmup", "weight_decay", "epsilon", "momentum",
-                  "gamma", "milestones", "batch_size", "total_steps", "test_freq")
-RESULT_COLUMNS = ("study", "space", "mode", "kind", "trial_id", "trial_number", "status", "reason",
-                  "num_failures", "steps", "best_step", "best_test_accuracy",
-                  "final_test_accuracy", "best_test_error", "final_test_error",
+CONFIG_COLUMNS = ("dataset", "num_label", "num_val", "val_from_labeled", "split", "method",
+                  "architecture", "meta_grad", "seed", "weight", "alpha", "lr", "warmup",
+                  "weight_decay", "epsilon", "momentum", "gamma", "milestones", "batch_size",
+                  "total_steps", "test_freq", "precision")
+# final_*: the last evaluation (what tables report); best_test_*: the maximum over
+# evaluations, the authors' convention, an optimistic figure; val_score: what a study
+# selects on (trainer.loop.selection_score), NaN for runs without a validation set.
+RESULT_COLUMNS = ("study", "space", "mode", "kind", "variant", "trial_id", "trial_number",
+                  "status", "reason", "num_failures", "steps", "best_step", "val_score",
+                  "final_val_accuracy", "best_val_accuracy", "final_test_accuracy",
+                  "final_test_error", "best_test_accuracy", "best_test_error",
                   "wall_seconds", "partial")
+CONFIG_DEFAULTS = {"num_val": 0, "val_from_labeled": False, "split": "random"}
 PATH_COLUMNS = ("run_dir", "study_dir")
 STATUSES = ("completed", "stopped_early", "diverged", "error", "running", "pending", "corrupt")
 # Ray Tune names a trial folder TRAINABLE_ID_NUMBER_PARAMS_DATE; the id is 8 hex digits for
@@ -104,7 +110,9 @@ def run_row(run_dir: str) -> dict[str, Any]:
     """One row from a trainer run directory: its config, metrics history and summary."""
     row: dict[str, Any] = {"run_dir": run_dir, "num_failures": 0, "reason": ""}
     config = _read_json(os.path.join(run_dir, "config.json"))
-    row.update({k: config.get(k) for k in CONFIG_COLUMNS})
+    if not isinstance(config, dict):
+        raise CorruptFile(f"{os.path.join(run_dir, 'config.json')}: not a JSON object")
+    row.update({k: config.get(k, CONFIG_DEFAULTS.get(k)) for k in CONFIG_COLUMNS})
     if isinstance(row["milestones"], list):
         row["milestones"] = ",".join(str(m) for m in row["milestones"])
     history = _history(run_dir)
@@ -118,6 +126,10 @@ def run_row(run_dir: str) -> dict[str, Any]:
                    best_step=int(history["step"].iloc[best_at]))
         if "elapsed_seconds" in history:
             row["wall_seconds"] = float(history["elapsed_seconds"].iloc[-1])
+        if "val_accuracy" in history:
+            row.update(final_val_accuracy=float(history["val_accuracy"].iloc[-1]),
+                       best_val_accuracy=float(history["val_accuracy"].max()),
+                       val_score=float(history["val_score"].iloc[-1]))
     else:
         row.update(steps=0)
     if summary is None:
@@ -127,6 +139,8 @@ def run_row(run_dir: str) -> dict[str, Any]:
     else:
         row["status"] = "completed"
         row["wall_seconds"] = summary.get("wall_seconds", row.get("wall_seconds"))
+        # "auto" in config.json; the summary says what the run resolved it to
+        row["precision"] = summary.get("precision", row["precision"])
     for kind in ("best", "final"):
         acc = row.get(f"{kind}_test_accuracy")
         row[f"{kind}_test_error"] = None if acc is None else 1.0 - acc
@@ -148,12 +162,16 @@ def _trial_row(trial_dir: str, study: str, mode: str, scheduler: str,
         with open(error_file, errors="replace") as f:
             errors = f.read()
     failures = errors.count("Failure #")
+    params_file = os.path.join(trial_dir, "params.json")
+    try:
+        params = _read_json(params_file) if os.path.isfile(params_file) else {}
+    except CorruptFile:
+        params = {}
+    base["variant"] = params.get("variant") if isinstance(params, dict) else None
     try:
         if is_run(run_dir):
             row = run_row(run_dir)
         else:  # created, not started yet: Ray writes params.json when the trial starts
-            params_file = os.path.join(trial_dir, "params.json")
-            params = _read_json(params_file) if os.path.isfile(params_file) else {}
             row = {"run_dir": run_dir, "status": "pending", "steps": 0, "reason": "",
                    **{k: params.get(k) for k in CONFIG_COLUMNS}}
     except CorruptFile as e:
@@ -242,7 +260,7 @@ def load(paths: Iterable[str]) -> pd.DataFrame:
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    columns = [*RESULT_COLUMNS[:7], *CONFIG_COLUMNS, *RESULT_COLUMNS[7:], *PATH_COLUMNS]
+    columns = [*RESULT_COLUMNS[:8], *CONFIG_COLUMNS, *RESULT_COLUMNS[8:], *PATH_COLUMNS]
     frame = pd.DataFrame(rows)
     for c in columns:
         if c not in frame:

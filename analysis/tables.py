@@ -1,10 +1,16 @@
 """The tables of a report, computed from the trial frame of analysis.results (errors in %).
 
-Which trials feed which table:
-- reproduction: completed MetaSemi trials of `--reproduce` studies, and completed
-  standalone `python -m trainer` runs of the method metasemi;
+Every table reports the **final** test error (the last evaluation) of full-length runs,
+as mean ± sample std over seeds with n. The authors' convention, the best test accuracy
+seen during training, is only a column labelled optimistic. Which trials feed which table:
+- reproduction: completed trials of `--reproduce` studies (arms: tuned on validation, the
+  paper's defaults, the supervised baseline) and completed standalone `python -m trainer`
+  runs of metasemi;
 - ablation: completed trials of `--ablation` studies, and completed standalone runs;
-- best configurations and top trials: trials of search studies.
+- tuning gain: tuned minus default final test error, paired over the seeds of a reproduce
+  study;
+- validation ranking, best configurations, top trials: trials of search studies, ranked
+  by their validation score, as the searcher ranked them.
 Trials stopped early, failed or still running never enter a mean.
 """
 
@@ -13,6 +19,7 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+from scipy import stats as scipy_stats
 
 from analysis.paper import Paper
 
@@ -20,13 +27,14 @@ METHODS = {  # the paper's ablation rows: method -> (meta, mix-up)
     "supervised": (False, False), "mixup": (False, True),
     "meta": (True, False), "metasemi": (True, True),
 }
-METRICS = ("final", "best")
-
-
-def _error_column(metric: str) -> str:
-    if metric not in METRICS:
-        raise ValueError(f"metric: {metric!r}; choose final or best")
-    return f"{metric}_test_error"
+# Reproduction arms, in table order: (label, which trials, the paper's method to compare).
+ARMS = (
+    ("MetaSemi, tuned on validation", "tuned", "metasemi"),
+    ("MetaSemi, paper's defaults", "default", "metasemi"),
+    ("supervised baseline", "supervised", "supervised"),
+    ("MetaSemi, standalone runs", "run", "metasemi"),
+)
+OPTIMISTIC = "optimistic: best test error during training %"
 
 
 def _setting_name(paper: Paper, dataset: str, num_label: int) -> str:
@@ -45,37 +53,69 @@ def _steps(values: pd.Series) -> str:
     return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
-def _stats(errors: pd.Series) -> dict[str, float]:
+def _stats(errors: pd.Series, prefix: str = "error") -> dict[str, float]:
     """Mean and sample standard deviation (ddof=1; undefined for one value) in %, and n."""
     values = 100.0 * errors.astype(float)
     n = len(values)
-    return {"error_mean": values.mean() if n else math.nan,
-            "error_std": values.std(ddof=1) if n > 1 else math.nan, "n": n}
+    return {f"{prefix}_mean": values.mean() if n else math.nan,
+            f"{prefix}_std": values.std(ddof=1) if n > 1 else math.nan,
+            **({"n": n} if prefix == "error" else {})}
 
 
-def reproduction_table(frame: pd.DataFrame, paper: Paper, metric: str = "final") -> pd.DataFrame:
-    """One row per setting: the paper's MetaSemi error beside ours (mean, std, n) and the gap."""
-    col = _error_column(metric)
-    done = frame[(frame["status"] == "completed") & (frame["method"] == "metasemi")
-                 & frame["mode"].isin(["reproduce", "run"])]
+def _protocol(group: pd.DataFrame) -> dict[str, str]:
+    """How a row's numbers were obtained: steps, seeds, split, validation, precision."""
+    if not len(group):
+        return {"steps": "", "seeds": "", "split": "", "precision": ""}
+    seeds = sorted(int(s) for s in group["seed"])
+    num_val = {int(v) for v in group["num_val"].fillna(0)}
+    val = "/".join(str(v) for v in sorted(num_val))
+    from_labeled = bool(group["val_from_labeled"].fillna(False).astype(bool).any())
+    split = "/".join(sorted({str(s) for s in group["split"].fillna("random")}))
+    return {"steps": _steps(group["steps"]), "seeds": ",".join(map(str, seeds)),
+            "split": f"{split} labels; " + (f"{val} val images held out"
+                                            + (" of the labels" if from_labeled else "")
+                                            if val != "0" else "no val set"),
+            "precision": "/".join(sorted({str(p) for p in group["precision"].fillna("?")}))}
+
+
+def _arm(frame: pd.DataFrame, arm: str) -> pd.DataFrame:
+    if arm == "run":
+        return frame[(frame["mode"] == "run") & (frame["method"] == "metasemi")]
+    return frame[(frame["mode"] == "reproduce") & (frame["variant"] == arm)]
+
+
+def reproduction_table(frame: pd.DataFrame, paper: Paper) -> pd.DataFrame:
+    """One row per setting and arm: the paper's error beside our final test error (mean, std,
+    n), the gap, the optimistic best-during-training error, and how it was obtained."""
+    done = frame[frame["status"] == "completed"]
+    candidates = pd.concat([_arm(done, arm) for _, arm, _ in ARMS])
     rows = []
-    for dataset, num_label in _keys(paper, done, [(s.dataset, s.num_label)
-                                                  for s in paper.settings]):
-        group = done[(done["dataset"] == dataset) & (done["num_label"] == num_label)]
+    for dataset, num_label in _keys(paper, candidates, [(s.dataset, s.num_label)
+                                                        for s in paper.settings]):
         ref = paper.setting(dataset, num_label)
-        paper_error = ref.metasemi if ref and ref.metasemi is not None else math.nan
-        stats = _stats(group[col])
-        rows.append({"setting": _setting_name(paper, dataset, num_label), "dataset": dataset,
-                     "num_label": num_label, "paper_error": paper_error, **stats,
-                     "difference": stats["error_mean"] - paper_error,
-                     "steps": _steps(group["steps"]) if len(group) else "",
-                     "partial": bool(group["partial"].any()) if len(group) else False})
+        here = done[(done["dataset"] == dataset) & (done["num_label"] == num_label)]
+        for label, arm, method in ARMS:
+            group = _arm(here, arm)
+            if not len(group) and arm != "tuned":
+                continue  # an empty setting shows one row: the tuned arm, awaiting runs
+            if method == "metasemi":
+                paper_error = ref.metasemi if ref and ref.metasemi is not None else math.nan
+            else:
+                paper_error = paper.ablation.get(method, {}).get(dataset, math.nan) \
+                    if ref else math.nan
+            final = _stats(group["final_test_error"])
+            rows.append({"setting": _setting_name(paper, dataset, num_label), "arm": label,
+                         "dataset": dataset, "num_label": num_label, "paper_error": paper_error,
+                         **final, "difference": final["error_mean"] - paper_error,
+                         **_stats(group["best_test_error"], "optimistic_best_error"),
+                         **_protocol(group),
+                         "partial": bool(group["partial"].any()) if len(group) else False})
     return pd.DataFrame(rows)
 
 
-def ablation_table(frame: pd.DataFrame, paper: Paper, metric: str = "final") -> pd.DataFrame:
-    """Long form: one row per method and setting, the paper's error beside ours."""
-    col = _error_column(metric)
+def ablation_table(frame: pd.DataFrame, paper: Paper) -> pd.DataFrame:
+    """Long form: one row per method and setting, the paper's error beside our final test
+    error, and the optimistic best-during-training error."""
     done = frame[(frame["status"] == "completed") & frame["mode"].isin(["ablation", "run"])]
     keys = _keys(paper, done, [(s.dataset, s.num_label) for s in paper.settings
                                if any(s.dataset in errors for errors in paper.ablation.values())])
@@ -88,8 +128,9 @@ def ablation_table(frame: pd.DataFrame, paper: Paper, metric: str = "final") -> 
                          "setting": _setting_name(paper, dataset, num_label),
                          "paper_error": paper.ablation.get(method, {}).get(dataset, math.nan)
                          if paper.setting(dataset, num_label) else math.nan,
-                         **_stats(group[col]),
-                         "steps": _steps(group["steps"]) if len(group) else ""})
+                         **_stats(group["final_test_error"]),
+                         **_stats(group["best_test_error"], "optimistic_best_error"),
+                         **_protocol(group)})
     return pd.DataFrame(rows)
 
 
@@ -108,30 +149,97 @@ def ablation_wide(long: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def paired_interval(differences: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of paired differences and its two-sided Student-t interval (nan for n < 2)."""
+    n = len(differences)
+    mean = sum(differences) / n if n else math.nan
+    if n < 2:
+        return mean, math.nan, math.nan
+    sd = pd.Series(differences).std(ddof=1)
+    half = scipy_stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+HYPERPARAMETERS = ("weight", "alpha", "lr", "warmup", "weight_decay", "epsilon", "momentum",
+                   "gamma", "milestones", "batch_size", "total_steps")
+
+
+def tuning_gain(frame: pd.DataFrame, paper: Paper) -> pd.DataFrame:
+    """Per reproduce study: tuned minus default final test error (% points), paired over the
+    seeds both arms completed, with a 95% t interval. Negative: tuning helped."""
+    rows = []
+    done = frame[(frame["status"] == "completed") & (frame["mode"] == "reproduce")]
+    for study, group in done.groupby("study", sort=True):
+        arms = {arm: group[group["variant"] == arm].set_index("seed")
+                for arm in ("tuned", "default")}
+        if not len(arms["tuned"]) or not len(arms["default"]):
+            continue  # --config paper, or an arm with no completed run yet
+        tuned, default = (arms[a]["final_test_error"] for a in ("tuned", "default"))
+        common = sorted(set(tuned.index) & set(default.index))
+        diffs = [100.0 * (tuned[s] - default[s]) for s in common]
+        mean, low, high = paired_interval(diffs)
+        same = all(arms["tuned"][h].iloc[0] == arms["default"][h].iloc[0]
+                   for h in HYPERPARAMETERS)
+        first = group.iloc[0]
+        rows.append({"study": study,
+                     "setting": _setting_name(paper, first["dataset"], int(first["num_label"])),
+                     "n": len(common), "seeds": ",".join(str(int(s)) for s in common),
+                     "tuned_error": 100.0 * tuned[common].mean() if common else math.nan,
+                     "default_error": 100.0 * default[common].mean() if common else math.nan,
+                     "gain_mean": mean, "ci95_low": low, "ci95_high": high,
+                     "note": "the search chose the paper's defaults" if same else ""})
+    return pd.DataFrame(rows, columns=["study", "setting", "n", "seeds", "tuned_error",
+                                       "default_error", "gain_mean", "ci95_low", "ci95_high",
+                                       "note"])
+
+
+def validation_ranking(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per search study: Spearman's rank correlation, over its completed trials, between the
+    validation score (what the searcher ranked) and the final test accuracy."""
+    rows = []
+    for study, group in search_trials(frame).groupby("study", sort=True):
+        done = group[(group["status"] == "completed") & group["val_score"].notna()]
+        rho = math.nan
+        if len(done) >= 3:
+            rho = float(scipy_stats.spearmanr(done["val_score"],
+                                              done["final_test_accuracy"]).statistic)
+        rows.append({"study": study, "completed_trials": len(done), "spearman_rho": rho})
+    return pd.DataFrame(rows)
+
+
 def search_trials(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[(frame["mode"] == "search") & frame["best_test_accuracy"].notna()]
+    return frame[(frame["mode"] == "search") & frame["final_test_accuracy"].notna()]
+
+
+def _ranked(trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials as the study ranked them: completed first, then by validation score."""
+    key = trials.assign(_full=trials["status"] == "completed",
+                        _score=trials["val_score"].fillna(-1.0))
+    return key.sort_values(["_full", "_score"], ascending=False).drop(columns=["_full", "_score"])
 
 
 def best_configs(frame: pd.DataFrame, params: dict[str, list[str]]) -> pd.DataFrame:
-    """Per search study: its best trial (by best test accuracy) and the searched values."""
+    """Per search study: the trial chosen on validation and its searched values; its final
+    test error is reported, not used to choose."""
     rows = []
     for study, group in search_trials(frame).groupby("study", sort=True):
-        best = group.loc[group["best_test_accuracy"].idxmax()]
+        best = _ranked(group).iloc[0]
         rows.append({"study": study, "space": best["space"], "trial_id": best["trial_id"],
                      "status": best["status"], "steps": best["steps"],
-                     "best_test_error": 100.0 * best["best_test_error"],
+                     "val_score": best["val_score"],
+                     "final_test_error": 100.0 * best["final_test_error"],
                      "trials": len(group),
                      **{p: best[p] for p in params.get(study, [])}})
     return pd.DataFrame(rows)
 
 
 def top_trials(frame: pd.DataFrame, params: dict[str, list[str]], k: int = 10) -> pd.DataFrame:
-    """The k best search trials over all studies, with their searched values."""
+    """The k best search trials by validation score, with their searched values."""
     names = list(dict.fromkeys(p for ps in params.values() for p in ps))
-    top = search_trials(frame).sort_values("best_test_accuracy", ascending=False).head(k)
-    cols = ["study", "trial_id", "status", "steps", "best_test_error", "final_test_error"]
+    top = _ranked(search_trials(frame)).head(k)
+    cols = ["study", "trial_id", "status", "steps", "val_score", "final_test_error"]
     out = top[cols + names].copy()
-    out[["best_test_error", "final_test_error"]] *= 100.0
+    out["final_test_error"] *= 100.0
     return out.reset_index(drop=True)
 
 
@@ -152,14 +260,31 @@ def fmt_stats(mean: float, std: float, n: int) -> str:
 def reproduction_display(table: pd.DataFrame) -> pd.DataFrame:
     """The reproduction table as strings, as printed and put in report.md."""
     return pd.DataFrame({
-        "setting": table["setting"],
+        "setting": table["setting"], "arm": table["arm"],
         "paper error %": table["paper_error"].map(fmt_number),
-        "ours error %": [fmt_stats(m, s, n) + (" partial" if p else "") for m, s, n, p in
-                         zip(table["error_mean"], table["error_std"], table["n"],
-                             table["partial"])],
-        "difference": table["difference"].map(
+        "ours: final test error %": [
+            fmt_stats(m, s, n) + (" partial" if p else "") for m, s, n, p in
+            zip(table["error_mean"], table["error_std"], table["n"], table["partial"])],
+        "difference": table["difference"].map(lambda d: "—" if math.isnan(d) else f"{d:+.2f}"),
+        OPTIMISTIC: [fmt_stats(m, s, n) for m, s, n in zip(
+            table["optimistic_best_error_mean"], table["optimistic_best_error_std"],
+            table["n"])],
+        "steps": table["steps"], "seeds": table["seeds"], "split": table["split"],
+        "precision": table["precision"],
+    })
+
+
+def tuning_gain_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The tuning-gain table as strings."""
+    return pd.DataFrame({
+        "study": table["study"], "setting": table["setting"], "seeds": table["seeds"],
+        "tuned error %": table["tuned_error"].map(fmt_number),
+        "default error %": table["default_error"].map(fmt_number),
+        "tuned − default (points)": table["gain_mean"].map(
             lambda d: "—" if math.isnan(d) else f"{d:+.2f}"),
-        "steps": table["steps"],
+        "95% interval": [("—" if math.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]")
+                         for lo, hi in zip(table["ci95_low"], table["ci95_high"])],
+        "n": table["n"], "note": table["note"],
     })
 
 

@@ -17,7 +17,14 @@ from trainer.config import PRESETS
 # this is "0", as it does on macOS and Windows. Read when Ray is imported, so it is set
 # before that, and only for a local instance: a driver joining a cluster needs its real IP.
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-METRIC, MODE = "test_accuracy", "max"
+# What the searcher and ASHA optimise: the trainer's validation score (the mean validation
+# accuracy of the last few evaluations, trainer.loop.SELECTION_WINDOW). Nothing they read
+# depends on the test set.
+METRIC, MODE = "val_score", "max"
+SEARCHERS = ("tpe", "random")
+# The arms of a reproduce study: the configuration chosen on validation, the paper's
+# defaults, and the supervised baseline (the paper's defaults, labeled data only).
+VARIANTS = ("tuned", "default", "supervised")
 
 
 class StudyError(ValueError):
@@ -36,6 +43,7 @@ class StudyOptions:
     mode: str = "search"  # search | reproduce | ablation
     num_samples: int = 16
     scheduler: str = "asha"
+    searcher: str = "tpe"  # tpe | random (Optuna's samplers)
     gpus_per_trial: float | None = None  # None: the space's default when GPUs exist, else 0
     cpus_per_trial: float | None = None
     max_concurrent: int | None = None
@@ -47,7 +55,10 @@ class StudyOptions:
     test_freq: int | None = None
     data_path: str = "./data"
     device: str = "auto"
-    precision: str = "auto"  # the trainer's --precision and --compile for every trial
+    # The trainer's --precision and --compile for every trial. Reproduce and ablation runs
+    # default to fp32, as the authors trained, until bf16 is shown on a GPU to give the same
+    # pseudo labels and final accuracy (study/cli.py); searches may use bf16.
+    precision: str = "auto"
     compile: bool = False
     num_cpus: int | None = None  # a local Ray instance's logical resources
     num_gpus: float | None = None
@@ -129,22 +140,37 @@ def _base_settings(opts: StudyOptions, space: Space) -> dict[str, Any]:
     return base
 
 
+def variants(opts: StudyOptions, space: Space) -> dict[str, dict[str, Any]]:
+    """A reproduce study's arms, name -> searched values: tuned (the configuration chosen on
+    validation), default, supervised. Tuned is trained even when the search chose the
+    paper's values: the paired gain is then a measure of run-to-run noise alone."""
+    paper = space.defaults()
+    arms = {}
+    if opts.config_source == "best":
+        arms["tuned"] = dict(opts.extra["best_config"])
+    arms["default"] = paper
+    arms["supervised"] = {**paper, "method": "supervised"}
+    return arms
+
+
+def seeds(opts: StudyOptions, space: Space) -> list[int]:
+    """Reproduce and ablation seeds: the paper's seed of the dataset, then the next ones."""
+    first = PRESETS[space.dataset]["seed"]
+    return [first + i for i in range(opts.seeds)]
+
+
 def _param_space(opts: StudyOptions, space: Space) -> dict[str, Any]:
     from ray import tune
 
     if opts.mode == "search":
         return space.tune_space()
-    first_seed = PRESETS[space.dataset]["seed"]
-    seeds = [first_seed + i for i in range(opts.seeds)]
     if opts.mode == "ablation":
-        chosen = space.defaults()
-        return {**chosen, "method": tune.grid_search(["supervised", "mixup", "meta", "metasemi"]),
-                "seed": tune.grid_search(seeds)}
-    if opts.config_source == "paper":
-        chosen = space.defaults()
-    else:
-        chosen = opts.extra["best_config"]
-    return {**chosen, "seed": tune.grid_search(seeds)}
+        return {**space.defaults(),
+                "method": tune.grid_search(["supervised", "mixup", "meta", "metasemi"]),
+                "seed": tune.grid_search(seeds(opts, space))}
+    # The same seeds for every arm: the tuning gain is a difference paired over seeds.
+    return {"variant": tune.grid_search(list(variants(opts, space))),
+            "seed": tune.grid_search(seeds(opts, space))}
 
 
 def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float]):
@@ -153,8 +179,10 @@ def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float]):
 
     from study.trainable import run_trial
 
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=_base_settings(opts, space)), per_trial)
+    base = _base_settings(opts, space)
+    if opts.mode == "reproduce":
+        base["variants"] = variants(opts, space)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base), per_trial)
     if opts.resume:
         return tune.Tuner.restore(opts.path, trainable, resume_unfinished=True,
                                   resume_errored=True)
@@ -163,11 +191,11 @@ def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float]):
     if opts.mode == "search":
         from study.search import make_searcher
 
+        total = opts.total_steps or space.total_steps
         search_alg = make_searcher(space, METRIC, MODE, opts.path, opts.name, opts.seed,
-                                   opts.max_concurrent)
+                                   opts.max_concurrent, total, opts.searcher)
         num_samples = opts.num_samples
         if opts.scheduler == "asha":
-            total = opts.total_steps or space.total_steps
             scheduler = ASHAScheduler(time_attr="step", max_t=total,
                                       grace_period=min(space.grace_steps, total),
                                       reduction_factor=space.reduction_factor)
@@ -203,7 +231,12 @@ def _run_summary(trial_path: str) -> dict[str, Any] | None:
 
 
 def summarise(opts: StudyOptions, space: Space, results, wall_seconds: float) -> dict[str, Any]:
-    """study_summary.json: trial counts by outcome and the best configuration."""
+    """study_summary.json: trial counts by outcome and the configuration chosen on validation.
+
+    The best configuration is the completed (full-length) trial with the highest final
+    validation score; trials stopped early compete only when none completed. Test accuracy
+    is recorded beside it and never read to choose.
+    """
     total = opts.total_steps or (space.total_steps if opts.mode == "search" else
                                  PRESETS[space.dataset].get("total_steps"))
     trials = []
@@ -215,6 +248,8 @@ def summarise(opts: StudyOptions, space: Space, results, wall_seconds: float) ->
             # final checkpoint reports nothing more, and Tune's last result may be older.
             m.update(step=run["steps"], best_test_accuracy=run["best_test_accuracy"],
                      test_accuracy=run["final_test_accuracy"])
+            if "final_val_score" in run:
+                m.update(val_score=run["final_val_score"], val_accuracy=run["final_val_accuracy"])
         steps = int(m.get("step", 0))
         if r.error:
             status = "error"
@@ -225,22 +260,29 @@ def summarise(opts: StudyOptions, space: Space, results, wall_seconds: float) ->
         trials.append({"trial_id": m.get("trial_id") or (r.config or {}).get("trial_id"),
                        "status": status, "steps": steps,
                        "error": str(r.error).strip().splitlines()[-1][:300] if r.error else None,
-                       "best_test_accuracy": m.get("best_test_accuracy"),
+                       "val_score": m.get("val_score"),
+                       "final_val_accuracy": m.get("val_accuracy"),
                        "final_test_accuracy": m.get("test_accuracy"),
+                       "best_test_accuracy": m.get("best_test_accuracy"),
                        "config": {k: v for k, v in (r.config or {}).items()},
                        "path": r.path})
-    scored = [t for t in trials if t["best_test_accuracy"] is not None
-              and t["status"] != "diverged"]
-    best = max(scored, key=lambda t: t["best_test_accuracy"], default=None)
+    scored = [t for t in trials if t["val_score"] is not None
+              and t["status"] in ("completed", "stopped_early")]
+    full = [t for t in scored if t["status"] == "completed"] or scored
+    best = max(full, key=lambda t: t["val_score"], default=None)
     return {
         "name": opts.name, "space": space.name, "mode": opts.mode, "path": opts.path,
+        "selection": {"metric": METRIC, "split": "validation", "num_val": space.fixed["num_val"],
+                      "among": "completed trials" if best and best["status"] == "completed"
+                      else "trials stopped early (none completed)"},
         "num_trials": len(trials),
         "num_completed": sum(t["status"] == "completed" for t in trials),
         "num_stopped_early": sum(t["status"] == "stopped_early" for t in trials),
         "num_errored": sum(t["status"] == "error" for t in trials),
         "num_diverged": sum(t["status"] == "diverged" for t in trials),
         "best_config": best["config"] if best else None,
-        "best_test_accuracy": best["best_test_accuracy"] if best else None,
+        "best_val_score": best["val_score"] if best else None,
+        "best_trial_test_accuracy": best["final_test_accuracy"] if best else None,
         "best_trial_id": best["trial_id"] if best else None,
         "wall_seconds": wall_seconds, "trials": trials,
     }

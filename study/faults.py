@@ -9,18 +9,23 @@
 - METASEMI_CORRUPT_ON_FAULT=1, with the crash above: the trial's latest checkpoint in the
   study's storage is truncated before the crash, so the retry must fall back to the one
   before it.
+- METASEMI_PERMUTE_TEST_LABELS=1: every trial's test labels are permuted (a fixed
+  permutation). Selection must not notice: the test that proves it is blind to the test set.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
+import numpy as np
 from ray import tune
 
 FAULT_DIR_ENV, FAULT_STEP_ENV = "METASEMI_FAULT_DIR", "METASEMI_FAULT_STEP"
 STALL_DIR_ENV, STALL_STEP_ENV = "METASEMI_STALL_DIR", "METASEMI_STALL_STEP"
 STALL_AFTER_ENV, CORRUPT_ENV = "METASEMI_STALL_AFTER", "METASEMI_CORRUPT_ON_FAULT"
+PERMUTE_TEST_ENV = "METASEMI_PERMUTE_TEST_LABELS"
 
 
 class InjectedFault(RuntimeError):
@@ -93,3 +98,22 @@ def install_checkpoint_stall() -> None:
 
     save.stalls = True
     checkpoint.save = save
+
+
+def install_test_label_permutation() -> None:
+    """Permute the test labels of every dataset this worker loads (see PERMUTE_TEST_ENV)."""
+    if os.environ.get(PERMUTE_TEST_ENV) != "1":
+        return
+    from trainer import data
+
+    for name, spec in list(data.DATASETS.items()):
+        if getattr(spec.load, "permutes_test_labels", False):  # a reused worker
+            continue
+
+        def load(root, download, _load=spec.load):
+            arrays = _load(root, download)
+            permuted = np.random.default_rng(0).permutation(arrays.test_y)
+            return dataclasses.replace(arrays, test_y=permuted)
+
+        load.permutes_test_labels = True
+        data.DATASETS[name] = dataclasses.replace(spec, load=load)

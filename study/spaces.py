@@ -141,6 +141,12 @@ def parse_space(raw: dict[str, Any], path: str) -> Space:
             fail(f"fixed.{key}", "not a trainer setting a space may fix; allowed: "
                  f"{sorted(CONFIG_FIELDS - RESERVED)}")
 
+    num_val = fixed.get("num_val")
+    if isinstance(num_val, bool) or not isinstance(num_val, int) or num_val <= 0:
+        fail("fixed.num_val", f"must be a positive integer, got {num_val!r}: a study selects "
+             "on a validation split, never on the test set; hold out a few hundred images, "
+             "e.g. num_val = 500 for CIFAR-10 with 4000 labels")
+
     params = []
     for name, spec in raw.get("params", {}).items():
         key = f"params.{name}"

@@ -69,9 +69,14 @@ def _restore(latest: tune.Checkpoint, folder: str) -> str:
 
 def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     """Train one trial: `base` (study-wide trainer settings) overridden by `config` (sampled)."""
+    config, base = dict(config), dict(base)
+    arms = base.pop("variants", None)
+    if arms is not None:  # a reproduce study: the arm's values, then this trial's seed
+        config = {**arms[config.pop("variant")], **config}
     settings = {**base, **config, "save_path": os.path.abspath(RUN_DIR)}
     os.makedirs(RUN_DIR, exist_ok=True)
     faults.install_checkpoint_stall()
+    faults.install_test_label_permutation()
     # Outside the working directory, which Tune syncs to storage as the trial's artifacts.
     with tempfile.TemporaryDirectory(prefix="metasemi-restore-") as restore_dir:
         latest = tune.get_checkpoint()
@@ -112,7 +117,7 @@ def _train_and_report(cfg) -> None:
     except TrainingDiverged as e:
         # Retrying would diverge again from the same checkpoint: end the trial here, failed,
         # with the trainer's reason in run/summary.json. The searcher is told the worst
-        # accuracy, so that it learns to avoid the region.
+        # validation score, so that it learns to avoid the region.
         placement["diverged_at_step"] = e.step
         write_json(os.path.join(RUN_DIR, "placement.json"), placement)
-        tune.report({**last_row, "step": e.step, "test_accuracy": 0.0, "diverged": 1})
+        tune.report({**last_row, "step": e.step, "val_score": 0.0, "diverged": 1})

@@ -26,8 +26,9 @@ def results(tmp_path_factory) -> dict[str, Path]:
     # ASHA stopping trials; test_results shows how such a trial is read).
     run_study(studies, "--num-samples", "5", "--scheduler", "fifo", "--steps-per-trial", "150",
               "--test-freq", "50", "--seed", "1")
-    run_study(studies, "--reproduce", "2", "--config", "paper", "--steps-per-trial", "60",
-              "--test-freq", "30")
+    # The configuration the search chose, the paper's defaults and the supervised baseline.
+    run_study(studies, "--reproduce", "2", "--steps-per-trial", "60", "--test-freq", "30",
+              "--max-concurrent", "2")
     run_study(studies, "--ablation", "2", "--steps-per-trial", "60", "--test-freq", "30",
               "--max-concurrent", "2")
     runs = root / "runs"

@@ -38,20 +38,27 @@ def report(results, tmp_path_factory):
 def test_the_report_writes_every_table_as_csv_and_latex(report):
     out, _ = report
     for name in ("reproduction", "ablation", "ablation_table", "best_configs", "top_trials",
-                 "importance"):
+                 "importance", "tuning_gain", "validation_ranking"):
         assert (out / f"{name}.csv").stat().st_size > 0
         assert (out / f"{name}.tex").read_text().startswith("\\begin{tabular}")
     trials = pd.read_csv(out / "trials.csv")
-    assert len(trials) == 17 and {"status", "reason", "seed", "trial_id"} <= set(trials.columns)
-    top = pd.read_csv(out / "top_trials.csv")
-    assert top["best_test_error"].is_monotonic_increasing and len(top) == 5
+    assert len(trials) == 21 and {"status", "reason", "seed", "trial_id", "variant",
+                                  "val_score"} <= set(trials.columns)
+    top = pd.read_csv(out / "top_trials.csv")  # ranked as the searcher ranked: validation
+    assert top["val_score"].is_monotonic_decreasing and len(top) == 5
 
 
 def test_the_report_prints_the_reproduction_table(report):
     _, stdout = report
-    assert "| setting | paper error % | ours error % | difference | steps |" in stdout
-    assert "| CIFAR-10-4000 | 7.78 | — | — |  |" in stdout
-    assert "(n=4)" in stdout  # digits: two reproduce trials and two standalone runs
+    assert ("| setting | arm | paper error % | ours: final test error % | difference | "
+            "optimistic: best test error during training % |") in stdout
+    assert "| CIFAR-10-4000 | MetaSemi, tuned on validation | 7.78 | — | — | — |" in stdout
+    for arm in ("MetaSemi, tuned on validation", "MetaSemi, paper's defaults",
+                "supervised baseline", "MetaSemi, standalone runs"):
+        line = next(ln for ln in stdout.splitlines() if ln.startswith(f"| digits-50 | {arm} |"))
+        assert " ± " in line and "(n=2)" in line and "fp32" in line
+    assert "tuning gain" in stdout and "| digits-reproduce | digits-50 | 7788,7789 |" in stdout
+    assert "Spearman" in stdout
 
 
 def test_importance_covers_every_searched_parameter(report):

@@ -27,6 +27,9 @@ def test_a_study_is_one_row_per_trial_agreeing_with_its_files(results):
         params = json.loads((d / "params.json").read_text())
         assert row["best_test_accuracy"] == pytest.approx(metrics["test_accuracy"].max())
         assert row["final_test_error"] == pytest.approx(1 - metrics["test_accuracy"].iloc[-1])
+        assert row["val_score"] == pytest.approx(metrics["val_accuracy"].iloc[-3:].mean())
+        assert row["final_val_accuracy"] == pytest.approx(metrics["val_accuracy"].iloc[-1])
+        assert row["num_val"] == 100 and row["precision"] == "fp32"
         assert row["steps"] == metrics["step"].iloc[-1]
         assert all(row[k] == pytest.approx(v) for k, v in params.items())
         assert row["seed"] == json.loads((d / "run" / "config.json").read_text())["seed"]
@@ -46,9 +49,9 @@ def test_studies_from_several_places_merge_into_one_frame(results):
     frame = load([results["studies"], results["runs"]])  # folders of studies and of runs
     assert sorted(frame["study"].dropna().unique()) == [
         "digits", "digits-ablation", "digits-reproduce"]
-    assert len(frame) == 5 + 2 + 8 + 2
+    assert len(frame) == 5 + 6 + 8 + 2
     assert frame.groupby("mode").size().to_dict() == {
-        "ablation": 8, "reproduce": 2, "run": 2, "search": 5}
+        "ablation": 8, "reproduce": 6, "run": 2, "search": 5}
 
 
 def stop_after_first_rung(study: Path, trial: Path, verdict: str) -> str:
@@ -123,6 +126,16 @@ def test_an_empty_study_is_refused_with_its_name(results, tmp_path):
     shutil.copy(results["search"] / "study.json", empty / "study.json")
     with pytest.raises(AnalysisError, match="'empty' has no trials yet"):
         load_study(empty)
+
+
+def test_reproduce_trials_carry_their_arm(results):
+    frame = load_study(results["reproduce"])
+    assert sorted(zip(frame["variant"], frame["seed"])) == [
+        (arm, seed) for arm in ("default", "supervised", "tuned") for seed in (7788, 7789)]
+    chosen = json.loads((results["search"] / "study_summary.json").read_text())["best_config"]
+    tuned = frame[frame["variant"] == "tuned"]
+    assert all((tuned[k] == v).all() for k, v in chosen.items())
+    assert (frame.loc[frame["variant"] == "supervised", "method"] == "supervised").all()
 
 
 def test_grid_trials_keep_rays_own_trial_ids(results):

@@ -154,6 +154,7 @@ cpus_per_trial = 1
 
 [fixed]
 num_label = 50
+num_val = 100
 warmup = 0
 
 [params.lr]   # 1000 makes SGD blow up at once

@@ -15,6 +15,7 @@ gpus_per_trial = 0.1
 cpus_per_trial = 1
 [fixed]
 num_label = 50
+num_val = 100
 [params.weight]
 type = "float"
 low = 0.1
@@ -42,6 +43,8 @@ def test_every_shipped_space_loads_with_the_papers_defaults_first(name):
     assert {"weight", "alpha", "lr", "warmup"} <= set(defaults)
     assert defaults["weight"] == 1.0 and defaults["lr"] == 0.1
     assert space.dataset == name and space.grace_steps <= space.total_steps
+    # a small, realistic validation set: selection never reads the test set
+    assert 0 < space.fixed["num_val"] <= space.fixed["num_label"] // 4 or name == "digits"
     assert set(space.tune_space()) == set(defaults)
 
 
@@ -53,7 +56,8 @@ def test_svhn_searches_around_its_own_alpha():
 def test_a_space_file_given_by_path_loads(tmp_path):
     space = load_space(write(tmp_path, GOOD))
     assert space.trainer_settings({"weight": 2.0}) == {
-        "dataset": "digits", "total_steps": 300, "test_freq": 50, "num_label": 50, "weight": 2.0}
+        "dataset": "digits", "total_steps": 300, "test_freq": 50, "num_label": 50, "num_val": 100,
+        "weight": 2.0}
     assert "digits" in available()
 
 
@@ -66,6 +70,8 @@ def test_a_space_file_given_by_path_loads(tmp_path):
     (("[params.weight]", "[params.wieght]"), "params.wieght: not a trainer setting"),
     (("num_label = 50", "num_label = 55"), "the trainer rejects this space: num_label"),
     (("num_label = 50", 'save_path = "/tmp"'), "fixed.save_path: not a trainer setting"),
+    (("num_val = 100\n", ""), "fixed.num_val: must be a positive integer.*never on the test"),
+    (("num_val = 100", "num_val = 105"), "the trainer rejects this space: num_val"),
     (("grace_steps = 100", "grace_steps = 1000"), "fidelity.grace_steps: 1000 exceeds"),
     (("test_freq = 50", "test_freq = -5"), "fidelity.test_freq: must be a positive integer"),
     (("cpus_per_trial = 1", ""), "fidelity: needs exactly"),

@@ -1,0 +1,68 @@
+"""Selection never sees the test set, and trials ASHA stopped reach Optuna as PRUNED."""
+
+import json
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from analysis.results import TRIAL_DIR
+from study.faults import PERMUTE_TEST_ENV
+from tests.study.helpers import reported_steps, trial_dirs
+
+STEPS = 200
+
+
+def search(study, name, env=None):
+    """A seeded digits search, one trial at a time: the order of events is deterministic."""
+    rc, out = study.run("--space", "digits", "--name", name, "--num-samples", "6",
+                        "--max-concurrent", "1", "--steps-per-trial", STEPS, "--test-freq", "50",
+                        "--seed", "4", env=env)
+    assert rc == 0, out
+    return study.storage / name
+
+
+def trials_in_order(path):
+    """(params, metrics) of each trial, in the order the searcher created them."""
+    dirs = sorted(trial_dirs(path), key=lambda d: int(TRIAL_DIR.search(d).group(2)))
+    return [(json.loads(Path(d, "params.json").read_text()),
+             pd.read_csv(Path(d, "run", "metrics.csv")), d) for d in dirs]
+
+
+@pytest.mark.slow
+def test_selection_is_blind_to_the_test_set(study):
+    plain = trials_in_order(search(study, "plain"))
+    permuted = trials_in_order(search(study, "permuted", env={PERMUTE_TEST_ENV: "1"}))
+
+    assert len(plain) == len(permuted) == 6
+    for (params_a, metrics_a, _), (params_b, metrics_b, _) in zip(plain, permuted):
+        assert params_a == params_b  # the searcher proposed the same configurations
+        assert metrics_a["step"].tolist() == metrics_b["step"].tolist()  # same ASHA decisions
+        assert metrics_a["val_score"].tolist() == metrics_b["val_score"].tolist()
+        # ...while the test figures differ: the permutation did reach the trials, and put
+        # test accuracy at chance
+        assert metrics_b["test_accuracy"].max() < 0.25
+        assert (metrics_a["test_accuracy"] != metrics_b["test_accuracy"]).all()
+    stopped = [m["step"].iloc[-1] < STEPS for _, m, _ in plain]
+    assert any(stopped) and not all(stopped)  # ASHA had decisions to make
+    a, b = (json.loads((study.storage / n / "study_summary.json").read_text())
+            for n in ("plain", "permuted"))
+    assert a["best_config"] == b["best_config"]
+    assert a["best_trial_test_accuracy"] != b["best_trial_test_accuracy"]
+
+    # Optuna's record: finished trials COMPLETE with their final validation score, stopped
+    # ones PRUNED with the validation scores of the steps they reached.
+    db = optuna.load_study(study_name="plain",
+                           storage=f"sqlite:///{study.storage / 'plain' / 'optuna.db'}")
+    by_params = {json.dumps(t.params, sort_keys=True): t for t in db.trials}
+    for params, metrics, trial_dir in plain:
+        t = by_params[json.dumps(params, sort_keys=True)]
+        scores = dict(zip(metrics["step"], metrics["val_score"]))
+        assert t.intermediate_values == pytest.approx(scores)
+        assert reported_steps(trial_dir) == list(scores)
+        if metrics["step"].iloc[-1] < STEPS:
+            assert t.state == optuna.trial.TrialState.PRUNED
+        else:
+            assert t.state == optuna.trial.TrialState.COMPLETE
+        assert t.value == pytest.approx(metrics["val_score"].iloc[-1])
