@@ -193,7 +193,8 @@ def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float]):
 
         total = opts.total_steps or space.total_steps
         search_alg = make_searcher(space, METRIC, MODE, opts.path, opts.name, opts.seed,
-                                   opts.max_concurrent, total, opts.searcher)
+                                   opts.max_concurrent, total, opts.num_samples,
+                                   opts.searcher)
         num_samples = opts.num_samples
         if opts.scheduler == "asha":
             scheduler = ASHAScheduler(time_attr="step", max_t=total,
@@ -318,6 +319,23 @@ def reconcile(opts: StudyOptions, results) -> dict[str, Any]:
     return {"orphaned_trial_dirs": moved, "optuna_orphans_failed": failed}
 
 
+def protocol(opts: StudyOptions, space: Space) -> dict[str, Any]:
+    """How this study's numbers are obtained, in words, for study.json and its readers."""
+    from trainer.loop import SELECTION_WINDOW
+
+    return {
+        "validation": f"{space.fixed['num_val']} class-balanced training images held out "
+                      + ("of the labeled budget" if space.fixed.get("val_from_labeled")
+                         else "beside the labeled set"),
+        "selects_on": f"{METRIC}: the mean validation accuracy of the last {SELECTION_WINDOW} "
+                      "evaluations (searcher, ASHA and the chosen configuration)",
+        "test_set": "recorded for every trial; nothing that selects reads it",
+        "stopped_early": "told to Optuna as PRUNED with their intermediate values",
+        "precision": opts.precision,
+        "seeds": seeds(opts, space) if opts.mode != "search" else None,
+    }
+
+
 def run_study(opts: StudyOptions) -> dict[str, Any]:
     """Validate against the cluster, run (or resume) the study, write study_summary.json."""
     import ray
@@ -328,7 +346,8 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
         per_trial = resources(opts, space)
         if not opts.resume:
             storage.put_json(opts.path + "/study.json", {
-                "options": asdict(opts), "space": space.to_dict(), "resources": per_trial})
+                "options": asdict(opts), "space": space.to_dict(), "resources": per_trial,
+                "protocol": protocol(opts, space)})
         if not storage.is_uri(opts.storage_path):
             # Tune warns at every forced snapshot (num_to_keep makes them frequent); on a
             # local disk they cost nothing, so the warning is noise in the progress display.

@@ -47,3 +47,14 @@ def no_ray_process_outlives_its_test():
     while (left := ray_processes() - before) and time.time() < deadline:
         time.sleep(0.5)
     assert not left, f"Ray processes left running by this test: {sorted(left)}"
+
+
+# Tests that start Ray (a study, a cluster) or read the analysis' shared results (made by
+# three studies) are slow; `pytest -m "not slow"` is the fast tier.
+SLOW_FIXTURES = {"study", "cluster", "results"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
