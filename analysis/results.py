@@ -228,6 +228,16 @@ def load_study(path: str) -> pd.DataFrame:
     frame = _frame(rows)
     frame["partial"] = not finished
     frame["space"] = info.get("space", {}).get("name")
+    if options.get("mode") == "reproduce" and frame["variant"].isna().all():
+        # A reproduce study from before arms existed trained one configuration: the paper's
+        # (--config paper), or the one its search chose on the test set (--config best),
+        # which no table may present as chosen on validation.
+        if options.get("config_source") == "paper":
+            frame["variant"] = "default"
+        else:
+            warnings.warn(f"{path}: a reproduce study of a configuration chosen on the test "
+                          "set (made before validation splits); left out of the tables",
+                          stacklevel=2)
     return frame
 
 

@@ -31,12 +31,16 @@ class StudySearch(OptunaSearch):
     def __init__(self, *args, total_steps: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.total_steps = total_steps
+        self._last_step: dict[str, int] = {}  # per trial, the step last told to Optuna
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        step = int(result["step"])
+        if (trial_id in self._completed_trials or trial_id not in self._ot_trials
+                or self._last_step.get(trial_id) == step):
             return
+        self._last_step[trial_id] = step
         try:
-            self._ot_trials[trial_id].report(result[self.metric], int(result["step"]))
+            self._ot_trials[trial_id].report(result[self.metric], step)
         except optuna.exceptions.UpdateFinishedTrialError:
             self._completed_trials.add(trial_id)
 
