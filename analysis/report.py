@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 from analysis import plots, results, tables  # noqa: E402
 from analysis.importance import importance  # noqa: E402
 from analysis.paper import load_paper  # noqa: E402
-from trainer.rundir import atomic_write  # noqa: E402
+from trainer.rundir import NotWritable, atomic_write, check_writable  # noqa: E402
 
 TOP_K = 10
 
@@ -177,13 +177,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_writable(args.out, "--out")  # before reading any result
         frame = results.load(args.paths)
-    except results.AnalysisError as e:
+    except (results.AnalysisError, NotWritable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for _, r in frame[frame["status"] == "corrupt"].iterrows():
-        print(f"warning: trial {r['study']}/{r['trial_id']} left out: {r['reason']}",
+    corrupt = frame[frame["status"] == "corrupt"]
+    for _, r in corrupt.iterrows():
+        what = f"trial {r['study']}/{r['trial_id']}" if r["kind"] == "trial" else (
+            f"run {r['run_dir']}")
+        print(f"warning: {what} left out: {r['reason']}", file=sys.stderr)
+    if len(corrupt) == len(frame):
+        print(f"error: nothing to report: all {len(frame)} trials and runs are unreadable (see "
+              "the warnings above); fix or remove those files, or give other paths",
               file=sys.stderr)
+        return 2
     made = write_report(frame, args.out)
     paper = load_paper()
     repro = tables.reproduction_table(frame, paper)

@@ -31,6 +31,25 @@ RESULT_COLUMNS = ("study", "space", "mode", "kind", "variant", "trial_id", "tria
                   "final_test_error", "best_test_accuracy", "best_test_error",
                   "wall_seconds", "partial")
 CONFIG_DEFAULTS = {"num_val": 0, "val_from_labeled": False, "split": "random"}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# What each config column holds; a config.json that disagrees (hand-edited, or from another
+# program) is left out as corrupt rather than breaking or skewing a table.
+CONFIG_KINDS = {
+    **{k: (_is_int, "an integer") for k in ("num_label", "num_val", "seed", "warmup",
+                                              "batch_size", "total_steps", "test_freq")},
+    **{k: (lambda v: _is_int(v) or isinstance(v, float), "a number")
+       for k in ("weight", "alpha", "lr", "weight_decay", "epsilon", "momentum", "gamma")},
+    **{k: (lambda v: isinstance(v, str), "a string")
+       for k in ("dataset", "split", "method", "architecture", "meta_grad", "precision")},
+    "val_from_labeled": (lambda v: isinstance(v, bool), "true or false"),
+    "milestones": (lambda v: isinstance(v, list) and all(map(_is_int, v)),
+                   "a list of integers"),
+}
 PATH_COLUMNS = ("run_dir", "study_dir")
 STATUSES = ("completed", "stopped_early", "diverged", "error", "running", "pending", "corrupt")
 # Ray Tune names a trial folder TRAINABLE_ID_NUMBER_PARAMS_DATE; the id is 8 hex digits for
@@ -109,15 +128,21 @@ def _history(run_dir: str) -> pd.DataFrame:
 def run_row(run_dir: str) -> dict[str, Any]:
     """One row from a trainer run directory: its config, metrics history and summary."""
     row: dict[str, Any] = {"run_dir": run_dir, "num_failures": 0, "reason": ""}
-    config = _read_json(os.path.join(run_dir, "config.json"))
+    config_path = os.path.join(run_dir, "config.json")
+    config = _read_json(config_path)
     if not isinstance(config, dict):
-        raise CorruptFile(f"{os.path.join(run_dir, 'config.json')}: not a JSON object")
+        raise CorruptFile(f"{config_path}: not a JSON object")
+    for key, (fits, kind) in CONFIG_KINDS.items():
+        if key in config and not fits(config[key]):
+            raise CorruptFile(f"{config_path}: {key} is {config[key]!r}, not {kind}")
     row.update({k: config.get(k, CONFIG_DEFAULTS.get(k)) for k in CONFIG_COLUMNS})
     if isinstance(row["milestones"], list):
         row["milestones"] = ",".join(str(m) for m in row["milestones"])
     history = _history(run_dir)
     summary_path = os.path.join(run_dir, "summary.json")
     summary = _read_json(summary_path) if os.path.isfile(summary_path) else None
+    if summary is not None and not isinstance(summary, dict):
+        raise CorruptFile(f"{summary_path}: not a JSON object")
     if len(history):
         acc = history["test_accuracy"]
         best_at = int(acc.idxmax())

@@ -8,12 +8,14 @@ parameters with their bounds, scale and the paper's default (evaluated first).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass
 from typing import Any
 
-from trainer.config import Config, ConfigError, resolve
+from trainer.config import Config, resolve
+from trainer.data import TRAIN_SIZES, check_sizes
 
 SPACES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spaces")
 CONFIG_FIELDS = {f.name for f in dataclasses.fields(Config)}
@@ -102,6 +104,11 @@ def load_space(name_or_path: str) -> Space:
             raw = tomllib.load(f)  # data only: nothing in a space file is executed
     except tomllib.TOMLDecodeError as e:
         raise SpaceError(f"{path}: not valid TOML ({e})") from e
+    except UnicodeDecodeError as e:
+        raise SpaceError(f"{path}: not UTF-8 text ({e}); save the space file as UTF-8") from e
+    except RecursionError as e:  # tomllib recurses once per level of nested arrays or tables
+        raise SpaceError(f"{path}: nested too deeply to parse; a space file needs only "
+                         "[fidelity], [fixed] and [params.NAME] tables of plain values") from e
     return parse_space(raw, path)
 
 
@@ -116,6 +123,9 @@ def parse_space(raw: dict[str, Any], path: str) -> Space:
              "[fidelity], [fixed] and [params.NAME] tables")
     if not isinstance(raw.get("dataset"), str):
         fail("dataset", "missing; name the trainer dataset, e.g. dataset = \"cifar10\"")
+    for table in ("fidelity", "fixed", "params"):
+        if not isinstance(raw.get(table, {}), dict):
+            fail(table, f"must be a table ([{table}] or [{table}.NAME]), got {raw[table]!r}")
     fidelity = raw.get("fidelity", {})
     missing = FIDELITY_KEYS - set(fidelity)
     if missing or set(fidelity) - FIDELITY_KEYS:
@@ -132,8 +142,14 @@ def parse_space(raw: dict[str, Any], path: str) -> Space:
              f"{fidelity['total_steps']}")
     for key in ("gpus_per_trial", "cpus_per_trial"):
         v = fidelity[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            fail(f"fidelity.{key}", f"must be a number >= 0, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
+            fail(f"fidelity.{key}", f"must be a finite number >= 0, got {v!r}")
+    if fidelity["gpus_per_trial"] > 1 and fidelity["gpus_per_trial"] % 1:
+        fail("fidelity.gpus_per_trial", f"{fidelity['gpus_per_trial']}: a fraction above 1 is "
+             "not allowed (Ray shares a GPU only in fractions of one); use a value in [0, 1] "
+             "or a whole number")
+    if fidelity["cpus_per_trial"] == 0:
+        fail("fidelity.cpus_per_trial", "must be > 0: a trial needs a CPU to run on, e.g. 1")
 
     fixed = dict(raw.get("fixed", {}))
     for key in fixed:
@@ -172,11 +188,30 @@ def parse_space(raw: dict[str, Any], path: str) -> Space:
         grace_steps=fidelity["grace_steps"], reduction_factor=fidelity["reduction_factor"],
         gpus_per_trial=float(fidelity["gpus_per_trial"]),
         cpus_per_trial=float(fidelity["cpus_per_trial"]), fixed=fixed, params=tuple(params))
-    try:  # the trainer's own validation, on the first trial's settings
-        resolve(space.trainer_settings(space.defaults()))
-    except ConfigError as e:
-        raise SpaceError(f"{path}: the trainer rejects this space: {e}") from e
+    _check_trainer(space, path)
     return space
+
+
+def _check_trainer(space: Space, path: str) -> None:
+    """The trainer's own checks on the first trial, then on each bound and each choice (the
+    others at their defaults): no trial may fail on a value the file allows."""
+    cases = [(None, None, {})]
+    for p in space.params:
+        ends = [("choices", c) for c in p.choices] if p.type == "categorical" else [
+            ("low", p.low), ("high", p.high)]
+        cases += [(f"params.{p.name}.{key}", f"{p.name} = {v!r}", {p.name: v}) for key, v in ends]
+    for key, value, change in cases:
+        try:
+            cfg = resolve(space.trainer_settings({**space.defaults(), **change}))
+            if cfg.dataset in TRAIN_SIZES:  # the official files' size: known before loading
+                check_sizes(cfg, TRAIN_SIZES[cfg.dataset])
+        except ValueError as e:  # ConfigError, or a split or batch the dataset cannot hold
+            if key is None:  # the defaults: name the [fixed] or searched key at fault
+                field = str(e).split(":", 1)[0]
+                key = (f"fixed.{field}" if field in space.fixed else f"params.{field}.default"
+                       if field in space.defaults() else field)
+            rejects = "this space" if value is None else value
+            raise SpaceError(f"{path}: {key}: the trainer rejects {rejects}: {e}") from e
 
 
 def _param(name: str, spec: dict[str, Any], fail) -> Param:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from typing import Any
 
@@ -76,12 +77,23 @@ def load(path: str) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for truncated or foreign files
         raise CheckpointError(f"resume: {path} is corrupt or not a checkpoint of this trainer "
-                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); resume from "
-                              "best.pt or start a new run") from e
+                              f"({_reason(e)}); resume from best.pt or start a new run") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"resume: {path} is not a checkpoint of this trainer (format "
                               f"{state.get('format') if isinstance(state, dict) else '?'})")
     return state
+
+
+def _reason(e: Exception) -> str:
+    """Why torch.load failed, without torch's advice to retry with its safeguard off: a file
+    that needs that can run code when loaded, and this trainer never loads one that way."""
+    text = str(e)
+    if "weights only" in text.lower() or "weights_only" in text:
+        found = re.search(r"WeightsUnpickler error: ([^\n]*?)\.(?: |$)", text)
+        what = found.group(1) if found and "weights_only" not in found.group(1) else (
+            "it holds objects other than tensors and plain data")
+        return f"{what}; this trainer loads tensors and plain data only, never code"
+    return f"{type(e).__name__}: {(text.splitlines() or [''])[0][:200]}"
 
 
 def check_compatible(state: dict[str, Any], config: dict[str, Any], path: str) -> None:

@@ -12,6 +12,7 @@ from trainer.config import MEMORY_FORMATS, META_GRADS, METHODS, PRECISIONS, Conf
 from trainer.data import DATASETS, SPLITS, DatasetMissing
 from trainer.loop import TrainingDiverged, train
 from trainer.models import ALIASES, MODELS
+from trainer.rundir import NotWritable, check_writable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
+        check_writable(cfg.save_path, "--save-path")  # before data and model load
         summary = train(cfg, show_progress=not args.quiet)
-    except (ConfigError, checkpoint.CheckpointError, DatasetMissing, ValueError) as e:
+    except (ConfigError, checkpoint.CheckpointError, DatasetMissing, NotWritable,
+            ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:

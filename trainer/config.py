@@ -12,6 +12,22 @@ META_GRADS = ("fd", "jvp", "exact")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+# Sane ranges of the float settings: (low, high, low allowed, high allowed). Outside them a run
+# trains silently wrong instead of failing: Beta(inf, inf) draws about 1e-38, an inf weight or
+# decay swamps every gradient. The bounds are far beyond any published setting; lr and gamma
+# keep room for a rate that makes SGD blow up, which the loop reports as diverged (tests
+# provoke that with lr 1000 and gamma 1e6), so their bounds only catch typos and overflow.
+FLOAT_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "alpha": (0.0, 100.0, False, True),  # Beta(alpha, alpha); at 100 the mix is already ~0.5
+    "epsilon": (0.0, 1.0, False, True),  # finite-difference step, a fraction of ||g||
+    "weight": (0.0, 1e4, True, True),  # consistency weight; 0 turns the loss off
+    "lr": (0.0, 1e4, False, True),
+    "gamma": (0.0, 1e6, False, True),  # lr factor at a milestone; 0 would stop training
+    "weight_decay": (0.0, 1.0, True, False),  # a decay of 1 or more wipes the weights each step
+    "momentum": (0.0, 1.0, True, False),  # SGD momentum of 1 or more never forgets, diverges
+}
+# numpy, torch and Python take seeds below 2**32; the trainer also seeds with seed + 1.
+MAX_SEED = 2**32 - 2
 
 
 class ConfigError(ValueError):
@@ -168,16 +184,16 @@ def validate(cfg: Config) -> Config:
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             fail(name, f"must be a non-negative integer, got {value!r}")
-    for name in ("lr", "weight", "weight_decay", "momentum", "gamma"):
+    if cfg.seed > MAX_SEED:
+        fail("seed", f"{cfg.seed} is too large: numpy, torch and Python take seeds below 2**32 "
+             f"and the trainer also uses seed + 1; use a seed in [0, {MAX_SEED}]")
+    for name, (low, high, low_ok, high_ok) in FLOAT_RANGES.items():
         value = getattr(cfg, name)
-        if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
-            fail(name, f"must be a finite number >= 0, got {value!r}")
-    if not cfg.alpha > 0:
-        fail("alpha", f"the Beta(alpha, alpha) concentration must be > 0, got {cfg.alpha!r}")
-    if not cfg.epsilon > 0:
-        fail("epsilon", f"the finite-difference step must be > 0, got {cfg.epsilon!r}")
-    if not 0 <= cfg.momentum < 1:
-        fail("momentum", f"must be in [0, 1), got {cfg.momentum!r}")
+        number = not isinstance(value, bool) and isinstance(value, (int, float))
+        if not (number and (low <= value if low_ok else low < value)
+                and (value <= high if high_ok else value < high)):  # NaN fails every comparison
+            fail(name, f"must be a finite number in {'[' if low_ok else '('}{low:g}, {high:g}"
+                 f"{']' if high_ok else ')'}, got {value!r}; give a value in that range")
     num_classes = DATASETS[cfg.dataset].num_classes
     if cfg.num_label % num_classes:
         fail("num_label", f"{cfg.num_label} labels cannot be split evenly over "
@@ -201,4 +217,5 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 
 __all__ = ["Config", "ConfigError", "PRESETS", "METHODS", "PRECISIONS", "MEMORY_FORMATS",
-           "parse_milestones", "resolve", "validate", "config_from_dict"]
+           "FLOAT_RANGES", "MAX_SEED", "parse_milestones", "resolve", "validate",
+           "config_from_dict"]

@@ -12,13 +12,27 @@ import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from trainer.config import Config
+
 
 class DatasetMissing(FileNotFoundError):
     """The dataset's files are not where the config says; the message lists them."""
+
+
+class DatasetCorrupt(ValueError):
+    """A dataset file exists but cannot be read as its format; the message names it."""
+
+
+def _corrupt(path: str, what: str, e: Exception) -> DatasetCorrupt:
+    detail = (str(e).splitlines() or [""])[0][:200]
+    return DatasetCorrupt(f"{path} is corrupt or not {what} ({type(e).__name__}: {detail}); "
+                          "delete it and pass --download to fetch it again")
 
 
 @dataclass
@@ -88,11 +102,17 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def _read_cifar_batch(path: str, label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as f:
-        entry = _ArrayUnpickler(f, encoding="latin1").load()
-    entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
-    data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    return data, np.asarray(entry[label_key], dtype=np.int64)
+    try:  # a truncated or foreign file fails in many ways; each is named as this file
+        with open(path, "rb") as f:
+            entry = _ArrayUnpickler(f, encoding="latin1").load()
+        entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
+        data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(entry[label_key], dtype=np.int64).reshape(-1)
+        if len(labels) != len(data):
+            raise ValueError(f"{len(data)} images but {len(labels)} labels")
+    except Exception as e:
+        raise _corrupt(path, "a CIFAR python batch", e) from e
+    return data, labels
 
 
 def _require(root: str, folder: str, names: list[str], dataset: str, source: str) -> None:
@@ -137,9 +157,15 @@ def _cifar_loader(dataset: str) -> Callable[[str, bool], Arrays]:
 def _read_svhn(path: str) -> tuple[np.ndarray, np.ndarray]:
     from scipy.io import loadmat
 
-    mat = loadmat(path)
-    x = np.ascontiguousarray(np.transpose(mat["X"], (3, 2, 0, 1)))  # HWCN -> NCHW
-    y = mat["y"].astype(np.int64).reshape(-1)
+    try:  # as for CIFAR: scipy raises many kinds for a truncated or foreign file
+        mat = loadmat(path)
+        x = np.ascontiguousarray(np.transpose(mat["X"], (3, 2, 0, 1)))  # HWCN -> NCHW
+        y = mat["y"].astype(np.int64).reshape(-1)
+        if x.shape[1:] != (3, 32, 32) or len(x) != len(y):
+            raise ValueError(f"images of shape {x.shape[1:]} and {len(y)} labels for "
+                             f"{len(x)} images")
+    except Exception as e:
+        raise _corrupt(path, "an SVHN cropped-digits .mat file", e) from e
     y[y == 10] = 0  # the format stores digit 0 as label 10
     return x.astype(np.uint8), y
 
@@ -167,6 +193,33 @@ DATASETS: dict[str, DatasetSpec] = {
 # --- the split: labeled, validation, unlabeled ---------------------------------------------
 
 SPLITS = ("random", "authors")
+# Training images of each dataset's official files (digits: 1797 less its fixed test set of
+# 539), to refuse an impossible split or batch before anything is loaded.
+TRAIN_SIZES = {"digits": 1258, "cifar10": 50000, "cifar100": 50000, "svhn": 73257}
+
+
+def check_batch(cfg: Config, labeled: int, unlabeled: int) -> None:
+    """Refuse an unlabeled batch larger than the unlabeled pool (ValueError naming batch_size):
+    each batch would repeat images, and an empty pool would never fill one."""
+    # A labeled batch may exceed the labeled set: the digits preset draws 64 of 50 labels,
+    # its stream straddling epochs as the authors' loader does; an empty set cannot happen.
+    if cfg.method != "supervised" and cfg.batch_size > unlabeled:
+        raise ValueError(f"batch_size: {cfg.batch_size} is larger than the {unlabeled} unlabeled "
+                         f"training images left after num_label {cfg.num_label} and num_val "
+                         f"{cfg.num_val}; use --batch-size {unlabeled} or less, or fewer labels "
+                         "or validation images")
+
+
+def check_sizes(cfg: Config, train_size: int) -> None:
+    """Refuse, from the counts alone, a split or batch that `train_size` images cannot hold."""
+    used = cfg.num_label + (0 if cfg.val_from_labeled else cfg.num_val)
+    if used > train_size:
+        raise ValueError(f"num_label: {cfg.num_label} labeled"
+                         + ("" if cfg.val_from_labeled else f" + {cfg.num_val} validation")
+                         + f" images asked for, but {cfg.dataset} has only {train_size} "
+                         "training images; lower --num-label or --num-val")
+    labeled = cfg.num_label - (cfg.num_val if cfg.val_from_labeled else 0)
+    check_batch(cfg, labeled, train_size - used)
 
 
 def labeled_split(labels: np.ndarray, num_label: int, num_classes: int,
@@ -318,7 +371,7 @@ def load_data(dataset: str, root: str, download: bool, num_label: int, seed: int
         torch.as_tensor(parts.val, dtype=torch.long).to(device))
 
 
-def load_for(cfg, device: torch.device) -> DeviceData:
+def load_for(cfg: Config, device: torch.device) -> DeviceData:
     """load_data with a run's Config (dataset, path, split settings)."""
     return load_data(cfg.dataset, cfg.data_path, cfg.download, cfg.num_label, cfg.seed, device,
                      cfg.num_val, cfg.val_from_labeled, cfg.split)

@@ -12,7 +12,7 @@ import torch
 
 from trainer import checkpoint
 from trainer.config import Config
-from trainer.data import DeviceData, IndexStream, augment, load_for
+from trainer.data import DeviceData, IndexStream, augment, check_batch, load_for
 from trainer.device import Runtime, resolve_runtime, widen
 from trainer.models import build_model
 from trainer.progress import Progress
@@ -120,6 +120,7 @@ def train(cfg: Config, report: ReportHook | None = None,
         state, resumed_file = checkpoint.load_latest(cfg.resume)
         checkpoint.check_compatible(state, cfg.to_dict(), cfg.resume)
     data = load_for(cfg, device)
+    check_batch(cfg, len(data.labeled), len(data.unlabeled))  # before a model or run directory
 
     parts = build_parts(cfg, data, runtime)
     model, optimizer, labeled, unlabeled = (parts.model, parts.optimizer, parts.labeled,

@@ -11,6 +11,37 @@ from collections.abc import Callable
 from typing import IO, Any
 
 
+class NotWritable(OSError):
+    """An output folder cannot take a file; the message names the flag and the folder."""
+
+
+def check_writable(folder: str, flag: str) -> None:
+    """Fail before any work if `folder` cannot take a file; creates nothing that stays.
+
+    The folders a probe makes are removed again, so a run refused later (bad data, say)
+    leaves no empty run directory behind.
+    """
+    folder = os.path.abspath(folder)
+    made, parent = [], folder
+    while not os.path.lexists(parent):
+        made.append(parent)
+        parent = os.path.dirname(parent)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise NotWritable(f"{flag}: cannot write to {folder} ({e}); choose a writable "
+                          "folder") from e
+    finally:
+        for path in made:  # deepest first; one that is not empty is someone else's now
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+
+
 def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
     """Write through `write(file)` into a temporary file beside `path`, then rename it over.
 

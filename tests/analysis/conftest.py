@@ -1,6 +1,7 @@
 """One set of real results for every analysis test: a digits search study, a reproduce
 study and an ablation study run by study/run.py on a local Ray, and standalone trainer runs."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,18 @@ def results(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "studies": studies, "search": studies / "digits",
             "reproduce": studies / "digits-reproduce", "ablation": studies / "digits-ablation",
             "runs": runs}
+
+
+@pytest.fixture
+def fake_run(tmp_path):
+    """A finished trainer run directory written by hand (config.json, metrics.csv,
+    summary.json): no training, no Ray. Keyword arguments replace config values."""
+    def make(name: str, **config) -> Path:
+        run = tmp_path / name
+        run.mkdir(parents=True)
+        full = {**resolve({"save_path": str(run)}).to_dict(), **config}
+        (run / "config.json").write_text(json.dumps(full))
+        (run / "metrics.csv").write_text("step,test_accuracy\n300,0.8\n600,0.9\n")
+        (run / "summary.json").write_text(json.dumps({"status": "completed"}))
+        return run
+    return make

@@ -123,3 +123,37 @@ def test_the_feature_map_is_drawn_from_a_real_checkpoint(results, tmp_path):
 def test_the_feature_map_refuses_a_folder_without_a_checkpoint(tmp_path):
     done = script("features.py", tmp_path)
     assert done.returncode == 2 and "no best.pt in this folder" in done.stderr
+
+
+def test_a_run_left_out_is_named_in_a_warning_and_the_rest_is_reported(fake_run, tmp_path,
+                                                                       capsys):
+    from analysis.report import main
+
+    good, bad = fake_run("good"), fake_run("bad", num_label="abc")
+    assert main([str(good), str(bad), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert (f"warning: run {bad} left out: unreadable config.json: num_label is 'abc', not an "
+            "integer") in err
+    assert (tmp_path / "out" / "report.md").is_file()
+
+
+def test_nothing_to_report_exits_2_and_writes_nothing(fake_run, tmp_path, capsys):
+    from analysis.report import main
+
+    runs = [fake_run("a", seed=[1]), fake_run("b", lr="fast")]
+    assert main([*map(str, runs), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("warning: run ") == 2
+    assert "error: nothing to report: all 2 trials and runs are unreadable" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unwritable_out_is_refused_before_any_result_is_read(tmp_path, capsys):
+    from analysis.report import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the report's folder should go")
+    # The path to read does not exist: had it been read first, that would be the error.
+    assert main([str(tmp_path / "missing"), "--out", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: --out: cannot write to {blocker / 'out'}" in err and "no such" not in err

@@ -144,3 +144,20 @@ def test_grid_trials_keep_rays_own_trial_ids(results):
     assert sorted(frame["trial_id"]) == sorted(t["trial_id"] for t in summary["trials"])
     assert sorted(frame["trial_number"]) == list(range(8))
     assert (frame["status"] == "completed").all()
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("num_label", "abc", "num_label is 'abc', not an integer"),
+    ("seed", [1], "seed is [1], not an integer"),
+    ("lr", "fast", "lr is 'fast', not a number"),
+    ("val_from_labeled", "yes", "val_from_labeled is 'yes', not true or false"),
+    ("milestones", ["450"], "milestones is ['450'], not a list of integers"),
+    ("dataset", 10, "dataset is 10, not a string"),
+])
+def test_a_run_whose_config_has_wrong_types_is_left_out_as_corrupt(fake_run, key, value,
+                                                                    message):
+    good, bad = fake_run("good"), fake_run("bad", **{key: value})
+    frame = load_runs([good, bad]).set_index("trial_id")
+    assert frame.loc["good", "status"] == "completed"
+    assert frame.loc["bad", "status"] == "corrupt"
+    assert frame.loc["bad", "reason"] == f"unreadable config.json: {message}"

@@ -78,6 +78,33 @@ def test_a_space_file_given_by_path_loads(tmp_path):
     (('dataset = "digits"', 'dataset = "digits"\nbogus = 1'), "bogus: unknown top-level key"),
     (("low = 0\nhigh = 150", "low = 0.5\nhigh = 150"), "params.warmup.low: must be an integer"),
     (('dataset = "digits"', 'dataset = "digits'), "not valid TOML"),
+    # every bound and every choice passes the trainer's own checks, not only the defaults
+    (("high = 10.0", "high = inf"),
+     r"params.weight.high: the trainer rejects weight = inf: weight: must be a finite number"),
+    (("high = 10.0", "high = 1e308"), r"params.weight.high: the trainer rejects weight = 1e\+308"),
+    (("low = 0\nhigh = 150", "low = -5\nhigh = 150"),
+     r"params.warmup.low: the trainer rejects warmup = -5: warmup: must be a non-negative"),
+    (("default = 50\n", 'default = 50\n[params.method]\ntype = "categorical"\n'
+                         'choices = ["metasemi", "fixmatch"]\ndefault = "metasemi"\n'),
+     r"params.method.choices: the trainer rejects method = 'fixmatch': method: unknown method"),
+    # and so do the [fixed] values, against the dataset's known training-set size
+    (("num_label = 50", "num_label = 1200"),
+     r"fixed.num_label: the trainer rejects this space: num_label: 1200 labeled \+ 100 "
+     r"validation images asked for, but digits has only 1258"),
+    (("num_label = 50", "num_label = 1100"),
+     r"batch_size: the trainer rejects this space: batch_size: 64 is larger than the 58 "
+     r"unlabeled"),
+    (("num_label = 50", "num_label = 50\nalpha = inf"),
+     r"fixed.alpha: the trainer rejects this space: alpha: must be a finite number"),
+    (("num_label = 50", "num_label = 50\nseed = 4294967295"),
+     r"fixed.seed: the trainer rejects this space: seed: 4294967295 is too large"),
+    (("gpus_per_trial = 0.1", "gpus_per_trial = 2.5"),
+     r"fidelity.gpus_per_trial: 2.5: a fraction above 1 is not allowed.*\[0, 1\] or a whole"),
+    (("gpus_per_trial = 0.1", "gpus_per_trial = inf"),
+     r"fidelity.gpus_per_trial: must be a finite number >= 0, got inf"),
+    (("cpus_per_trial = 1", "cpus_per_trial = nan"),
+     r"fidelity.cpus_per_trial: must be a finite number >= 0, got nan"),
+    (("cpus_per_trial = 1", "cpus_per_trial = 0"), r"fidelity.cpus_per_trial: must be > 0"),
 ])
 def test_malformed_or_out_of_range_spaces_are_rejected(tmp_path, edit, message):
     old, new = edit
@@ -85,6 +112,23 @@ def test_malformed_or_out_of_range_spaces_are_rejected(tmp_path, edit, message):
     with pytest.raises(SpaceError, match=message) as e:
         load_space(write(tmp_path, GOOD.replace(old, new, 1)))
     assert "space.toml" in str(e.value)
+
+
+@pytest.mark.parametrize("content,message", [
+    (GOOD.replace("# ", "").encode().replace(b"digits", b"d\xefgits", 1),
+     r"not UTF-8 text .*save the space file as UTF-8"),
+    (b"x = " + b"[" * 100_000 + b"]" * 100_000, "nested too deeply to parse"),
+])
+def test_a_file_tomllib_cannot_decode_is_named(tmp_path, content, message):
+    path = tmp_path / "space.toml"
+    path.write_bytes(content)
+    with pytest.raises(SpaceError, match=f"{path}: {message}"):
+        load_space(str(path))
+
+
+def test_whole_gpus_above_one_are_allowed(tmp_path):
+    assert load_space(write(tmp_path, GOOD.replace("gpus_per_trial = 0.1",
+                                                   "gpus_per_trial = 2"))).gpus_per_trial == 2
 
 
 def test_an_unknown_space_lists_the_known_ones():

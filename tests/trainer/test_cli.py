@@ -46,14 +46,54 @@ def test_the_authors_mix_up_flag_adds_mix_up_to_the_method():
     (["--dataset", "cifar10", "--data-path", "/nonexistent"], "missing data_batch_1"),
     (["--device", "cuda"] if not torch.cuda.is_available() else ["--lr", "-1"], "cuda|lr"),
     (["--resume", "/nonexistent/run"], "no checkpoint"),
+    (["--alpha", "inf"], r"alpha: must be a finite number in \(0, 100\], got inf"),
+    (["--alpha", "nan"], r"alpha: must be a finite number in \(0, 100\], got nan"),
+    (["--epsilon", "1e308"], r"epsilon: must be a finite number in \(0, 1\]"),
+    (["--weight", "inf"], r"weight: must be a finite number in \[0, 10000\]"),
+    (["--gamma", "inf"], r"gamma: must be a finite number"),
+    (["--weight-decay", "1e308"], r"weight_decay: must be a finite number in \[0, 1\)"),
+    (["--momentum", "inf"], r"momentum: must be a finite number in \[0, 1\)"),
+    (["--lr", "0"], r"lr: must be a finite number in \(0, 10000\]"),
+    (["--seed", str(2**64)], r"seed: 18446744073709551616 is too large.*\[0, 4294967294\]"),
+    (["--num-label", "1200"], r"batch_size: 64 is larger than the 58 unlabeled.*--batch-size 58"),
 ])
 def test_bad_input_fails_fast_with_a_message_and_no_run_directory(tmp_path, capsys, argv,
                                                                    message):
-    save = tmp_path / "run"
+    save = tmp_path / "deep" / "run"  # the --save-path probe makes and removes both folders
     assert main([*argv, "--save-path", str(save), "--quiet"]) == 2
     import re
     assert re.search(message, capsys.readouterr().err)
-    assert not save.exists()
+    assert not (tmp_path / "deep").exists()
+
+
+def test_an_unwritable_save_path_is_refused_before_data_or_model_load(tmp_path, capsys,
+                                                                      monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the run's folder should go")
+
+    def train(*args, **kwargs):
+        raise AssertionError("train() ran: data and model were about to load")
+
+    monkeypatch.setattr("trainer.cli.train", train)
+    assert main(["--save-path", str(blocker / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"--save-path: cannot write to {blocker / 'run'}" in err and "writable folder" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+class NotATensor:
+    """Pickled by reference: loading it would import and build this class."""
+
+
+def test_a_checkpoint_holding_objects_is_refused_without_advising_weights_only_false(
+        tmp_path, capsys):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"format": 1, "config": {}, "hook": NotATensor()}, path)
+    assert main(["--resume", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"resume: {path} is corrupt or not a checkpoint of this trainer" in err
+    assert "NotATensor" in err and "tensors and plain data only, never code" in err
+    assert "weights_only" not in err and "can still be loaded" not in err
 
 
 def test_resume_continues_with_the_saved_config(tmp_path, capsys):

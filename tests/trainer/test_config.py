@@ -1,8 +1,12 @@
 """Config: presets, overrides, milestone parsing and validation that names the field."""
 
+import math
+import random
+
+import numpy as np
 import pytest
 
-from trainer.config import ConfigError, parse_milestones, resolve
+from trainer.config import MAX_SEED, ConfigError, parse_milestones, resolve
 
 
 @pytest.mark.parametrize("text", ["[300000, 350000]", "300000,350000", "300000 350000",
@@ -70,3 +74,54 @@ def test_invalid_values_fail_naming_the_field(overrides, field):
 def test_num_label_error_says_how_to_fix_it():
     with pytest.raises(ConfigError, match="multiple of 100"):
         resolve({"dataset": "cifar100", "num_label": 1050})
+
+
+INF, NAN = math.inf, math.nan
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("alpha", INF, r"alpha: must be a finite number in \(0, 100\], got inf"),
+    ("alpha", NAN, r"alpha: must be a finite number in \(0, 100\], got nan"),
+    ("alpha", 101.0, r"alpha: .*\(0, 100\], got 101.0"),
+    ("epsilon", INF, r"epsilon: must be a finite number in \(0, 1\]"),
+    ("epsilon", 1e308, r"epsilon: .*got 1e\+308"),
+    ("weight", INF, r"weight: must be a finite number in \[0, 10000\]"),
+    ("weight", 1e308, r"weight: .*got 1e\+308"),
+    ("weight", -1.0, r"weight: .*\[0, 10000\]"),
+    ("weight", True, r"weight: .*got True"),
+    ("lr", 0.0, r"lr: must be a finite number in \(0, 10000\], got 0.0"),
+    ("lr", INF, r"lr: .*got inf"),
+    ("gamma", INF, r"gamma: must be a finite number in \(0, 1e\+06\]"),
+    ("gamma", 0.0, r"gamma: .*got 0.0"),
+    ("weight_decay", INF, r"weight_decay: must be a finite number in \[0, 1\)"),
+    ("weight_decay", 1.0, r"weight_decay: .*got 1.0"),
+    ("momentum", 1e308, r"momentum: must be a finite number in \[0, 1\)"),
+    ("momentum", NAN, r"momentum: .*got nan"),
+    ("seed", 2**32 - 1, r"seed: 4294967295 is too large.*seed \+ 1.*\[0, 4294967294\]"),
+    ("seed", 2**70, r"seed: .* is too large"),
+])
+def test_every_float_setting_must_be_finite_and_in_its_range_and_the_seed_fit_32_bits(
+        field, value, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        resolve({field: value})
+    assert "give a value in that range" in str(e.value) or field == "seed"
+
+
+def test_the_ends_of_each_range_are_accepted():
+    low = resolve({"weight": 0.0, "weight_decay": 0.0, "momentum": 0.0, "seed": 0})
+    high = resolve({"alpha": 100.0, "epsilon": 1.0, "weight": 1e4, "lr": 1e4, "gamma": 1e6,
+                    "seed": MAX_SEED})
+    assert (low.weight, low.momentum, high.alpha, high.seed) == (0.0, 0.0, 100.0, MAX_SEED)
+
+
+def test_the_largest_seed_allowed_seeds_every_generator_the_trainer_uses():
+    import torch
+
+    from trainer.data import IndexStream, make_split
+
+    labels = np.arange(100) % 10
+    for method in ("random", "authors"):  # numpy and Python's random
+        make_split(labels, 10, 20, MAX_SEED, num_val=10, method=method)
+    IndexStream(np.arange(10), 4, seed=MAX_SEED + 1).next()  # the unlabeled stream's seed
+    torch.manual_seed(MAX_SEED)
+    random.Random(MAX_SEED + 1)

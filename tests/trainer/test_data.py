@@ -9,15 +9,20 @@ import pytest
 import scipy.io
 import torch
 
+from trainer.config import resolve
 from trainer.data import (
     DATASETS,
+    TRAIN_SIZES,
+    DatasetCorrupt,
     DatasetMissing,
     IndexStream,
     augment,
+    check_sizes,
     digits_test_indices,
     labeled_split,
     load_data,
 )
+from trainer.loop import train
 
 
 def write_cifar10(root, per_batch=30, test=20, seed=0):
@@ -131,8 +136,79 @@ def test_dataset_pickles_cannot_run_code(tmp_path):
     folder.mkdir()
     for name in ("train", "test"):
         (folder / name).write_bytes(pickle.dumps({"data": os.system}))
-    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+    with pytest.raises(DatasetCorrupt, match="refusing to load posix.system"):
         DATASETS["cifar100"].load(str(tmp_path), False)
+
+
+def _pickled(entry):
+    return pickle.dumps(entry, protocol=2)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda data: data[: len(data) // 2],  # truncated, as by an interrupted download
+    lambda data: b"",
+    lambda data: b"<html>404 not found</html>",
+    lambda data: _pickled({"labels": [0, 1]}),  # no images
+    lambda data: _pickled({"data": np.zeros((2, 3000), np.uint8), "labels": [0, 1]}),
+    lambda data: _pickled({"data": np.zeros((2, 3072), np.uint8), "labels": [0]}),
+    lambda data: _pickled([1, 2, 3]),
+])
+def test_a_corrupt_cifar_batch_is_named_with_the_fix(tmp_path, damage):
+    write_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DatasetCorrupt, match=r"data_batch_3 is corrupt or not a CIFAR python "
+                                             r"batch .*--download"):
+        DATASETS["cifar10"].load(str(tmp_path), False)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda path: path.write_bytes(path.read_bytes()[:1000]),
+    lambda path: path.write_bytes(b"\x00" * 64),
+    lambda path: scipy.io.savemat(path, {"y": np.ones((3, 1), np.uint8)}),  # no images
+    lambda path: scipy.io.savemat(path, {"X": np.zeros((32, 32, 3, 2), np.uint8),
+                                         "y": np.ones((3, 1), np.uint8)}),
+])
+def test_a_corrupt_svhn_file_is_named_with_the_fix(tmp_path, damage):
+    write_svhn(tmp_path)
+    damage(tmp_path / "train_32x32.mat")
+    with pytest.raises(DatasetCorrupt, match=r"train_32x32.mat is corrupt or not an SVHN "
+                                             r"cropped-digits .mat file .*--download"):
+        DATASETS["svhn"].load(str(tmp_path), False)
+
+
+def test_the_known_training_set_sizes_are_the_real_ones():
+    assert TRAIN_SIZES["digits"] == len(DATASETS["digits"].load("", False).train_y)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"num_label": 1250, "num_val": 10},
+     r"num_label: 1250 labeled \+ 10 validation images asked for, but digits has only 1258 "
+     r"training images; lower --num-label or --num-val"),
+    ({"num_label": 1200, "batch_size": 64},
+     r"batch_size: 64 is larger than the 58 unlabeled training images left after num_label "
+     r"1200 and num_val 0; use --batch-size 58 or less"),
+    ({"num_label": 1100, "num_val": 100, "batch_size": 64},
+     r"batch_size: 64 is larger than the 58 unlabeled"),
+])
+def test_a_split_or_batch_the_training_set_cannot_hold_is_refused_by_name(tmp_path, overrides,
+                                                                           message):
+    cfg = resolve({**overrides, "device": "cpu"})
+    with pytest.raises(ValueError, match=message):
+        check_sizes(cfg, TRAIN_SIZES["digits"])  # from the counts, before loading
+    field = message.split(":")[0]
+    save = tmp_path / "run"
+    with pytest.raises(ValueError, match=f"^{field}: "):  # and by train() from the real split
+        train(cfg.replace(save_path=str(save)), show_progress=False)
+    assert not save.exists()  # refused before the model and the run directory
+
+
+def test_a_labeled_batch_larger_than_the_labels_is_allowed_and_supervised_needs_no_pool():
+    # The digits preset draws batches of 64 from 50 labels (the stream straddles epochs).
+    preset = resolve({})
+    assert preset.batch_size > preset.num_label
+    check_sizes(preset, TRAIN_SIZES["digits"])
+    check_sizes(resolve({"num_label": 1250, "method": "supervised"}), TRAIN_SIZES["digits"])
 
 
 def test_digits_split_is_fixed_stratified_and_disjoint():
