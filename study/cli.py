@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -16,6 +17,7 @@ from study.driver import (
     check_address,
     run_study,
 )
+from study.lock import StudyLocked, claim, refuse_existing
 from study.spaces import SpaceError, available, load_space
 from trainer.config import PRECISIONS, resolve
 
@@ -54,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="Optuna's sampler: tpe (default) or random search")
     a("--gpus-per-trial", type=float, help="fractional GPUs per trial (0.25 packs four on a "
                                            "GPU); default: the space's when there are GPUs")
+    a("--no-gpu-memory-cap", dest="cap_gpu_memory", action="store_false",
+      help="let a trial with a GPU fraction use any of the GPU's memory (by default its "
+           "PyTorch allocator is capped at its share, less a margin for the CUDA context)")
     a("--cpus-per-trial", type=float)
     a("--max-concurrent", type=int, help="at most this many trials at once")
     a("--max-failures", type=int, default=2, help="retries of a crashed trial, each from its "
@@ -97,8 +102,14 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
     positive("steps_per_trial", args.steps_per_trial)
     positive("test_freq", args.test_freq)
     positive("max_failures", args.max_failures, allow_zero=True)
+    for name in ("gpus_per_trial", "cpus_per_trial"):
+        value = getattr(args, name)
+        if value is not None and not math.isfinite(value):
+            raise StudyError(f"--{name.replace('_', '-')}: must be a finite number, got {value}")
     positive("gpus_per_trial", args.gpus_per_trial, allow_zero=True)
-    positive("cpus_per_trial", args.cpus_per_trial, allow_zero=True)
+    if args.cpus_per_trial is not None and not args.cpus_per_trial > 0:
+        raise StudyError(f"--cpus-per-trial: must be > 0 (a trial needs a CPU to run on), got "
+                         f"{args.cpus_per_trial}")
     if args.gpus_per_trial and args.gpus_per_trial > 1 and args.gpus_per_trial % 1:
         raise StudyError(f"--gpus-per-trial: {args.gpus_per_trial}: above 1 it must be whole "
                          "(Ray shares a GPU only in fractions of one)")
@@ -108,8 +119,9 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
     mode = "reproduce" if args.reproduce else "ablation" if args.ablation else "search"
     space = load_space(args.space)
     name = args.name or space.name
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise StudyError(f"--name: {name!r}: use letters, digits, '.', '_' and '-'")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
+        raise StudyError(f"--name: {name!r}: use letters, digits, '.', '_' and '-' (not '.' or "
+                         "'..' alone: those name the storage folder or its parent)")
     search_name = name
     if mode != "search":
         name = f"{name}-{mode}"
@@ -117,6 +129,7 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
         space=space.path, name=name, storage_path=args.storage_path, address=args.address,
         resume=args.resume, mode=mode, num_samples=args.num_samples, scheduler=args.scheduler,
         gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+        cap_gpu_memory=args.cap_gpu_memory,
         max_concurrent=args.max_concurrent, max_failures=args.max_failures, seed=args.seed,
         seeds=args.reproduce or args.ablation or 3, config_source=args.config,
         total_steps=args.steps_per_trial, test_freq=args.test_freq, data_path=args.data_path,
@@ -143,12 +156,11 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
         for key in SHAPE_OF_A_STUDY:  # a key added since the study started keeps its default
             setattr(opts, key, saved.get(key, getattr(opts, key)))
         return opts
+    # The study itself is claimed atomically (study/lock.py) just before it runs.
     for path in [opts.path] + ([storage.study_path(args.storage_path, f"{name}-reproduce")]
                                if args.then_reproduce else []):
         if storage.exists(path):
-            raise StudyError(f"--name: a study {os.path.basename(path)!r} already exists at "
-                             f"{path}; pass --resume to continue it, or another --name to "
-                             "start a new one")
+            refuse_existing(path, os.path.basename(path))
     if mode == "reproduce" and args.config == "best":
         summary_path = storage.study_path(args.storage_path, search_name) + "/study_summary.json"
         if not storage.exists(summary_path):
@@ -169,9 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.address and "ray" not in sys.modules:
         os.environ.setdefault(LOCAL_ONLY_ENV, "0")
     try:
-        opts = options_from_args(args)
-        summary = run_study(opts)
-        _print_summary(summary)
+        summary = _claim_and_run(options_from_args(args))
         if args.then_reproduce and summary["num_errored"] == 0:
             then = argparse.Namespace(**{**vars(args), "then_reproduce": None,
                                          "reproduce": args.then_reproduce, "config": "best"})
@@ -179,12 +189,22 @@ def main(argv: list[str] | None = None) -> int:
             then.resume = args.resume and storage.exists(storage.study_path(
                 args.storage_path, f"{args.name or load_space(args.space).name}-reproduce"))
             print()
-            summary = run_study(options_from_args(then))
-            _print_summary(summary)
-    except (StudyError, SpaceError, OSError) as e:
+            summary = _claim_and_run(options_from_args(then))
+    except (StudyError, StudyLocked, SpaceError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0 if summary["num_errored"] == 0 else 1
+
+
+def _claim_and_run(opts: StudyOptions) -> dict:
+    """Run the study as its only driver (study/lock.py), print and return its summary."""
+    lock = claim(opts.path, opts.name, opts.resume)
+    try:
+        summary = run_study(opts)
+    finally:
+        lock.release()
+    _print_summary(summary)
+    return summary
 
 
 def _print_summary(summary: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -45,6 +46,7 @@ class StudyOptions:
     scheduler: str = "asha"
     searcher: str = "tpe"  # tpe | random (Optuna's samplers)
     gpus_per_trial: float | None = None  # None: the space's default when GPUs exist, else 0
+    cap_gpu_memory: bool = True  # a trial with a GPU fraction caps its allocator at it
     cpus_per_trial: float | None = None
     max_concurrent: int | None = None
     max_failures: int = 2
@@ -173,16 +175,26 @@ def _param_space(opts: StudyOptions, space: Space) -> dict[str, Any]:
             "seed": tune.grid_search(seeds(opts, space))}
 
 
+def trial_base(opts: StudyOptions, space: Space, per_trial: dict[str, float]) -> dict[str, Any]:
+    """What every trial gets besides its sampled values: trainer settings, and the keys
+    run_trial takes out first (`gpu_share`: cap the GPU memory; `variants`: reproduce arms)."""
+    base = _base_settings(opts, space)
+    if opts.cap_gpu_memory and 0 < per_trial["gpu"] < 1:
+        base["gpu_share"] = per_trial["gpu"]  # study/gpu_share.py
+    if opts.mode == "reproduce":
+        base["variants"] = variants(opts, space)
+    return base
+
+
 def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float]):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from study.trainable import run_trial
+    from study.trust import SealCallback
 
-    base = _base_settings(opts, space)
-    if opts.mode == "reproduce":
-        base["variants"] = variants(opts, space)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base), per_trial)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=trial_base(opts, space, per_trial)), per_trial)
     if opts.resume:
         return tune.Tuner.restore(opts.path, trainable, resume_unfinished=True,
                                   resume_errored=True)
@@ -217,6 +229,7 @@ def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float]):
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             sync_config=tune.SyncConfig(sync_artifacts=True),
+            callbacks=[] if storage.is_uri(opts.path) else [SealCallback(opts.path)],
             verbose=opts.verbose),
     )
 
@@ -341,6 +354,15 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
     import ray
 
     space = load_space(opts.space)
+    trusted = {}
+    if opts.resume and not storage.is_uri(opts.path):
+        # Before Ray unpickles anything of the study: only sealed state is left in place.
+        from study.trust import verify  # imports Ray: after LOCAL_ONLY_ENV is set
+
+        trusted = verify(opts.path)
+        for kind, files in trusted.items():
+            if files:
+                print(f"resume: {kind.replace('_', ' ')}: {', '.join(files)}")
     connect(opts)
     try:
         per_trial = resources(opts, space)
@@ -353,11 +375,16 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
             # local disk they cost nothing, so the warning is noise in the progress display.
             os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S",
                                   "0")
-        tuner = build_tuner(opts, space, per_trial)
-        t0 = time.perf_counter()
-        results = tuner.fit()
+        with contextlib.ExitStack() as stack:
+            if not storage.is_uri(opts.path):
+                from study.trust import sealing_snapshots
+
+                stack.enter_context(sealing_snapshots(opts.path))
+            tuner = build_tuner(opts, space, per_trial)
+            t0 = time.perf_counter()
+            results = tuner.fit()
         summary = summarise(opts, space, results, time.perf_counter() - t0)
-        summary.update(reconcile(opts, results))
+        summary.update(reconcile(opts, results), **trusted)
         storage.put_json(opts.path + "/study_summary.json", summary)
         return summary
     finally:

@@ -21,6 +21,7 @@ import ray
 from ray import tune
 
 from study import faults
+from study.gpu_share import cap_cuda_memory
 from trainer import checkpoint, resolve, train
 from trainer.device import resolve_device
 from trainer.loop import TrainingDiverged
@@ -70,6 +71,9 @@ def _restore(latest: tune.Checkpoint, folder: str) -> str:
 def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     """Train one trial: `base` (study-wide trainer settings) overridden by `config` (sampled)."""
     config, base = dict(config), dict(base)
+    share = base.pop("gpu_share", None)  # the trial's GPU fraction, when its memory is capped
+    cap = cap_cuda_memory(share) if share and resolve_device(base["device"]).type == "cuda" \
+        else None
     arms = base.pop("variants", None)
     if arms is not None:  # a reproduce study: the arm's values, then this trial's seed
         config = {**arms[config.pop("variant")], **config}
@@ -82,10 +86,10 @@ def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
         latest = tune.get_checkpoint()
         if latest is not None:
             settings["resume"] = _restore(latest, restore_dir)
-        _train_and_report(resolve(settings))
+        _train_and_report(resolve(settings), cap)
 
 
-def _train_and_report(cfg) -> None:
+def _train_and_report(cfg, gpu_memory_cap: int | None = None) -> None:
     resumed_from, fallback = 0, []
     if cfg.resume:
         with warnings.catch_warnings(record=True) as caught:  # train() warns for itself
@@ -99,7 +103,8 @@ def _train_and_report(cfg) -> None:
         "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "device": str(resolve_device(cfg.device)), "started": time.time(),
-        "resumed_from_step": resumed_from, "checkpoint_fallback": fallback}
+        "resumed_from_step": resumed_from, "checkpoint_fallback": fallback,
+        "gpu_memory_cap_bytes": gpu_memory_cap}
     write_json(os.path.join(RUN_DIR, "placement.json"), placement)
     last_row: dict[str, float] = {}
 

@@ -21,7 +21,10 @@ def run(tmp_path, capsys):
     (["--num-samples", "0"], r"--num-samples: must be >= 1"),
     (["--gpus-per-trial", "-0.5"], r"--gpus-per-trial: must be >= 0"),
     (["--gpus-per-trial", "1.5"], r"--gpus-per-trial: 1.5: above 1 it must be whole"),
-    (["--cpus-per-trial", "-1"], r"--cpus-per-trial: must be >= 0"),
+    (["--cpus-per-trial", "-1"], r"--cpus-per-trial: must be > 0"),
+    (["--cpus-per-trial", "0"], r"--cpus-per-trial: must be > 0 \(a trial needs a CPU"),
+    (["--gpus-per-trial", "inf"], r"--gpus-per-trial: must be a finite number, got inf"),
+    (["--then-reproduce", "2", "--reproduce", "2"], r"choose one mode"),
     (["--max-failures", "-1"], r"--max-failures: must be >= 0"),
     (["--reproduce", "2", "--ablation", "2"], r"choose one mode"),
     (["--resume", "--name", "never-ran"], r"--resume: no study 'never-ran' to resume"),
@@ -32,6 +35,32 @@ def run(tmp_path, capsys):
 def test_bad_input_is_rejected_before_any_trial(run, argv, message):
     rc, err = run(*argv)
     assert rc == 2 and re.search(message, err), err
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_a_name_that_is_the_storage_folder_or_its_parent_is_refused(run, tmp_path, name):
+    rc, err = run("--name", name)
+    assert rc == 2 and f"--name: {name!r}" in err and "not '.' or '..' alone" in err
+    assert not (tmp_path / "studies").exists()  # refused before the storage is touched
+
+
+@pytest.mark.parametrize("edit,message", [
+    (("gpus_per_trial = 0.1", "gpus_per_trial = 2.5"), "fidelity.gpus_per_trial: 2.5: a fraction"),
+    (("cpus_per_trial = 1", "cpus_per_trial = 0"), "fidelity.cpus_per_trial: must be > 0"),
+    (("high = 2.0", "high = inf"), "params.alpha.high: the trainer rejects alpha = inf"),
+    (("num_label = 50", "num_label = 2000"), "fixed.num_label: the trainer rejects this space"),
+])
+def test_a_space_the_trainer_would_reject_in_any_trial_fails_before_ray(run, tmp_path, edit,
+                                                                        message):
+    from study.spaces import SPACES_DIR
+
+    text = open(f"{SPACES_DIR}/digits.toml").read()
+    assert edit[0] in text
+    space = tmp_path / "mine.toml"
+    space.write_text(text.replace(*edit, 1))
+    rc, err = run("--space", str(space))
+    assert rc == 2 and f"{space}: {message}" in err, err
+    assert not (tmp_path / "studies").exists()
 
 
 def test_a_malformed_space_file_is_named(run, tmp_path):
