@@ -7,6 +7,7 @@ import os
 import shutil
 from typing import Any
 
+from trainer.rundir import check_writable as check_folder_writable
 from trainer.rundir import write_json
 
 
@@ -56,14 +57,11 @@ def get_json(path: str) -> Any:
 
 def check_writable(storage_path: str) -> None:
     """Fail before any trial if the storage path cannot take a file."""
-    probe = (storage_path.rstrip("/") + "/.write-probe") if is_uri(storage_path) else (
-        os.path.join(os.path.abspath(storage_path), ".write-probe"))
+    if not is_uri(storage_path):
+        check_folder_writable(storage_path, "--storage-path")
+        return
     try:
-        if not is_uri(storage_path):
-            os.makedirs(os.path.abspath(storage_path), exist_ok=True)
-        put_json(probe, {"probe": True})
-        if not is_uri(storage_path):
-            os.unlink(probe)
+        put_json(storage_path.rstrip("/") + "/.write-probe", {"probe": True})
     except OSError as e:
         raise OSError(f"--storage-path: cannot write to {storage_path} ({e}); choose a "
                       "writable folder or URI") from e

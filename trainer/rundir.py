@@ -29,8 +29,12 @@ def check_writable(folder: str, flag: str) -> None:
     try:
         os.makedirs(folder, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.")
-        os.close(fd)
-        os.unlink(probe)
+        try:  # a few bytes, flushed: a full disk still creates an empty file
+            os.write(fd, b"probe\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
     except OSError as e:
         raise NotWritable(f"{flag}: cannot write to {folder} ({e}); choose a writable "
                           "folder") from e

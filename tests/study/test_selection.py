@@ -11,7 +11,7 @@ from analysis.results import TRIAL_DIR
 from study.faults import PERMUTE_TEST_ENV
 from tests.study.helpers import reported_steps, trial_dirs
 
-STEPS = 200
+STEPS = 150
 
 
 def search(study, name, env=None):

@@ -12,6 +12,7 @@ def bench(*args: str, check: bool = True) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600, check=check)
 
 
+@pytest.mark.slow
 def test_one_run_gives_every_figure_and_they_are_consistent(tmp_path):
     out = tmp_path / "bench.json"
     result = json.loads(bench(
@@ -84,6 +85,7 @@ def test_the_recommended_gpu_share_is_the_most_trials_that_still_pay():
     assert recommend(cpu) is None
 
 
+@pytest.mark.slow
 def test_without_ray_the_packing_curve_runs_plain_processes():
     from trainer.bench.packing import curve
 

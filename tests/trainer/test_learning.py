@@ -26,6 +26,7 @@ def final_accuracy(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_metasemi_beats_supervised_on_digits_with_50_labels(final_accuracy):
     sup = [final_accuracy["supervised", s] for s in SEEDS]
     meta = [final_accuracy["metasemi", s] for s in SEEDS]
