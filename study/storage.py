@@ -58,6 +58,10 @@ def get_json(path: str) -> Any:
 def check_writable(storage_path: str) -> None:
     """Fail before any trial if the storage path cannot take a file."""
     if not is_uri(storage_path):
+        try:  # the storage folder stays: the study goes there
+            os.makedirs(os.path.abspath(storage_path), exist_ok=True)
+        except OSError:
+            pass  # the probe names the problem
         check_folder_writable(storage_path, "--storage-path")
         return
     try:

@@ -96,3 +96,11 @@ def test_precision_and_compile_reach_every_trial(tmp_path):
     defaults = options_from_args(build_parser().parse_args(
         ["--storage-path", str(tmp_path / "studies")]))
     assert (defaults.precision, defaults.compile) == ("auto", False)
+
+
+def test_a_storage_path_that_does_not_exist_yet_is_made(tmp_path):
+    from study.cli import build_parser, options_from_args
+
+    storage = tmp_path / "new" / "studies"
+    opts = options_from_args(build_parser().parse_args(["--storage-path", str(storage)]))
+    assert storage.is_dir() and opts.path == str(storage / "digits")
