@@ -36,7 +36,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Config:
-    """Every hyperparameter and switch of one training run (DESIGN.md section 2 and 3)."""
+    """Every hyperparameter and switch of one training run (the paper's algorithm and settings)."""
 
     dataset: str = "digits"
     data_path: str = "./data"
@@ -94,7 +94,7 @@ class Config:
         return validate(dataclasses.replace(self, **changes))
 
 
-# The paper's settings per dataset (DESIGN.md section 3); digits is our embedded,
+# The paper's settings per dataset (its experiments section); digits is our embedded,
 # CPU-sized default, tuned so that a run takes seconds and SSL still pays off.
 PRESETS: dict[str, dict[str, Any]] = {
     "cifar10": dict(num_label=4000, architecture="convlarge", alpha=1.0, weight_decay=1e-4,

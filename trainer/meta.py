@@ -1,4 +1,4 @@
-"""The MetaSemi meta step: pseudo labels moved against the labeled loss (DESIGN.md 2, step 4).
+"""The MetaSemi meta step: pseudo labels moved against the labeled loss (paper, Eq. 16).
 
 The pseudo labels `y` of an unlabeled batch are chosen so that one virtual SGD step
 on the consistency loss `sum_i ||softmax(f(x_u_i)) - y_i||^2` lowers the labeled loss.
