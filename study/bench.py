@@ -33,7 +33,7 @@ import tempfile
 import time
 from typing import Any
 
-from study.driver import LOCAL_ONLY_ENV, StudyOptions
+from study.driver import LOCAL_ONLY_ENV, StudyOptions, chosen_trial
 from trainer.rundir import write_json
 
 SPACE = "digits"
@@ -80,14 +80,6 @@ def read_trials(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(trials, key=lambda t: math.inf if t["finished"] is None else t["finished"])
 
 
-def pick(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The study's rule: highest val_score among completed trials, else among stopped ones."""
-    scored = [t for t in trials if t["val_score"] is not None
-              and t["status"] in ("completed", "stopped_early")]
-    full = [t for t in scored if t["status"] == "completed"] or scored
-    return max(full, key=lambda t: t["val_score"], default=None)
-
-
 def within_budget(trials: list[dict[str, Any]], budget: float,
                   unit: str) -> list[dict[str, Any]]:
     """The trials, in finishing order, whose cumulative cost (in unit) stays within budget."""
@@ -106,7 +98,7 @@ def curve(trials: list[dict[str, Any]], unit: str) -> list[tuple[float, float | 
     points, spent = [], 0.0
     for i, t in enumerate(trials):
         spent += t[unit]
-        best = pick(trials[:i + 1])
+        best = chosen_trial(trials[:i + 1])
         points.append((spent, best["val_score"] if best else None))
     return points
 
@@ -145,7 +137,7 @@ def summarise_run(run: dict[str, Any], budget: float, unit: str) -> dict[str, An
     kept = within_budget(run["trials"], budget, unit)
     for i, t in enumerate(run["trials"]):
         t["kept"] = i < len(kept)  # kept is a prefix of the finishing order
-    chosen = pick(kept)
+    chosen = chosen_trial(kept)
     return {**run, "budget": budget, "budget_unit": unit, "trials_within_budget": len(kept),
             "seconds_within_budget": sum(t["seconds"] for t in kept),
             "steps_within_budget": sum(t["steps"] for t in kept),

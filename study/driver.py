@@ -23,9 +23,6 @@ LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # depends on the test set.
 METRIC, MODE = "val_score", "max"
 SEARCHERS = ("tpe", "random")
-# The arms of a reproduce study: the configuration chosen on validation, the paper's
-# defaults, and the supervised baseline (the paper's defaults, labeled data only).
-VARIANTS = ("tuned", "default", "supervised")
 
 
 class StudyError(ValueError):
@@ -244,6 +241,15 @@ def _run_summary(trial_path: str) -> dict[str, Any] | None:
         return None
 
 
+def chosen_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The selection rule: the highest val_score among completed (full-length) trials;
+    among trials stopped early only when none completed; None when nothing has a score."""
+    scored = [t for t in trials if t["val_score"] is not None
+              and t["status"] in ("completed", "stopped_early")]
+    full = [t for t in scored if t["status"] == "completed"] or scored
+    return max(full, key=lambda t: t["val_score"], default=None)
+
+
 def summarise(opts: StudyOptions, space: Space, results, wall_seconds: float) -> dict[str, Any]:
     """study_summary.json: trial counts by outcome and the configuration chosen on validation.
 
@@ -280,10 +286,7 @@ def summarise(opts: StudyOptions, space: Space, results, wall_seconds: float) ->
                        "best_test_accuracy": m.get("best_test_accuracy"),
                        "config": {k: v for k, v in (r.config or {}).items()},
                        "path": r.path})
-    scored = [t for t in trials if t["val_score"] is not None
-              and t["status"] in ("completed", "stopped_early")]
-    full = [t for t in scored if t["status"] == "completed"] or scored
-    best = max(full, key=lambda t: t["val_score"], default=None)
+    best = chosen_trial(trials)
     return {
         "name": opts.name, "space": space.name, "mode": opts.mode, "path": opts.path,
         "selection": {"metric": METRIC, "split": "validation", "num_val": space.fixed["num_val"],
