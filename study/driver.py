@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from study import storage
+from study.capacity import Capacity, read_capacity
 from study.spaces import Space, load_space
 from trainer.config import PRESETS
 
@@ -101,26 +102,48 @@ def connect(opts: StudyOptions) -> None:
 
 
 def resources(opts: StudyOptions, space: Space) -> dict[str, float]:
-    """CPUs and GPUs per trial, checked against what the cluster's nodes can ever give."""
-    import ray
+    """CPUs and GPUs per trial, checked against what the cluster's nodes can ever give: the
+    nodes alive and the node types its autoscaler may add (study/capacity.py)."""
+    capacity = read_capacity()
+    per_trial = plan_resources(opts, space, capacity)
+    if opts.address:
+        print(f"cluster: {capacity.describe()}")
+    return per_trial
 
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    most_gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
-    most_cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+
+def plan_resources(opts: StudyOptions, space: Space, capacity: Capacity) -> dict[str, float]:
+    """The plan behind resources(): the space's defaults or the options, within the node
+    shapes; GPU trials when any node, alive or launchable, has a GPU."""
+    most_gpus = capacity.most("GPU")
     gpus = opts.gpus_per_trial
     if gpus is None:
-        gpus = space.gpus_per_trial if ray.cluster_resources().get("GPU", 0) else 0.0
-    if opts.cpus_per_trial is None:  # the space's default, trimmed to fit the largest node
-        cpus = min(space.cpus_per_trial, most_cpus)
-    else:
-        cpus = opts.cpus_per_trial
+        gpus = space.gpus_per_trial if most_gpus else 0.0
+    hint = ""
+    if capacity.undeclared:
+        hint = (f"; node type(s) {', '.join(capacity.undeclared)} declare no resources, so "
+                "their GPUs are unknown until one runs: declare `resources` for them in the "
+                "cluster config")
+    elif capacity.config_path is None and opts.address:
+        hint = ("; if the cluster's autoscaler can add such nodes, run the driver on the head "
+                "(ray submit, ray job submit), where it reads the autoscaler's node types")
     if gpus > most_gpus:
         raise StudyError(f"--gpus-per-trial: {gpus} GPUs per trial, but no node of this cluster "
                          f"has more than {most_gpus:g}; use at most {most_gpus:g} (fractions "
-                         "pack trials on one GPU)")
+                         f"pack trials on one GPU){hint}")
+    # Only nodes with the trial's GPUs can host it: their CPUs bound the trial's.
+    most_cpus = max((s.get("CPU", 0.0) for s in capacity.shapes if s.get("GPU", 0.0) >= gpus),
+                    default=0.0)
+    if opts.cpus_per_trial is None:  # the space's default, trimmed to fit
+        cpus = min(space.cpus_per_trial, most_cpus)
+    else:
+        cpus = opts.cpus_per_trial
+    if not most_cpus:
+        raise StudyError(f"this cluster has no node{' with GPUs' if gpus else ''} with CPUs for "
+                         f"a trial, alive or launchable{hint}")
     if cpus > most_cpus:
-        raise StudyError(f"--cpus-per-trial: {cpus} CPUs per trial, but no node has more than "
-                         f"{most_cpus:g}")
+        where = f"with {gpus:g} GPUs " if gpus else ""
+        raise StudyError(f"--cpus-per-trial: {cpus} CPUs per trial, but no node {where}has "
+                         f"more than {most_cpus:g}{hint}")
     return {"cpu": cpus, "gpu": gpus}
 
 
