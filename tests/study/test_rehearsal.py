@@ -1,0 +1,94 @@
+"""cluster.yaml rehearsed on this machine: Ray's own autoscaler, with cluster.yaml's node
+types as fake nodes, adds GPU workers for a study's fractional-GPU trials, which run there
+packed as asked, survive the loss of a worker, and leave no idle worker behind."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from study.rehearsal import max_packing, monitor_events
+from tests.study.helpers import REPO, trial_dirs
+from tests.study.test_reliability import assert_each_trial_once
+
+# Lines as Ray 2.60's autoscaler v2 writes them to monitor.log (from a rehearsal).
+MONITOR_LOG = """\
+2026-11-27 17:03:28,026	INFO event_logger.py:77 -- Adding 1 node(s) of type ray.worker.gpu.spot.
+2026-11-27 17:03:28,028	INFO node_provider.py:485 -- Launching 1 nodes of type ray.worker.gpu.spot.
+2026-11-27 17:03:32,395	INFO instance_manager.py:263 -- Update instance ALLOCATED->RAY_RUNNING (id=7feb, type=ray.worker.gpu.spot, cloud_instance_id=fff00001, ray_id=): ray node fff00001 is RUNNING
+2026-11-27 17:03:50,630	INFO node_provider.py:211 -- NodeProvider: fff00001: Terminating node
+"""
+
+
+def test_the_autoscalers_requests_launches_and_terminations_are_read_from_its_log(tmp_path):
+    log = tmp_path / "monitor.log"
+    log.write_text(MONITOR_LOG)
+    events = monitor_events(log)
+    assert [(e["event"], e.get("type"), e.get("node_id")) for e in events] == [
+        ("requested", "ray.worker.gpu.spot", None),
+        ("running", "ray.worker.gpu.spot", "fff00001"),
+        ("terminating", None, "fff00001")]
+    assert events[-1]["time"] - events[0]["time"] == pytest.approx(22.604)
+    assert monitor_events(tmp_path / "missing.log") == []
+
+
+def attempt(node, gpus, start, end):
+    return {"node_id": node, "gpu_ids": gpus, "started": start, "last_report": end}
+
+
+def test_packing_counts_trials_sharing_a_gpu_at_the_same_time():
+    attempts = [attempt("n1", ["0"], 0, 10), attempt("n1", ["0"], 5, 15),
+                attempt("n1", ["0"], 10, 20),  # starts as the first ends: never three at once
+                attempt("n2", ["0"], 0, 10), attempt("n2", ["1"], 0, 10)]
+    assert max_packing(attempts) == {"n1/gpu0": 2, "n2/gpu0": 1, "n2/gpu1": 1}
+
+
+@pytest.mark.slow
+def test_a_study_on_cluster_yamls_autoscaling_cluster_scales_up_packs_survives_and_scales_down(
+        tmp_path):
+    out = tmp_path / "rehearsal"
+    proc = subprocess.run(
+        [sys.executable, "-m", "study.rehearsal", "--cluster-yaml", str(REPO / "cluster.yaml"),
+         "--out", str(out), "--lose-worker", "--idle-timeout-minutes", "0.1", "--timeout", "400",
+         "--", "--num-samples", "2", "--steps-per-trial", "100", "--test-freq", "25"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    print(proc.stdout)  # the timeline, for the record
+    record = json.loads((out / "rehearsal.json").read_text())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(record["checks"].values()), record["checks"]
+
+    # Half a GPU and two CPUs per trial, as the cifar100 space asks; the nodes are
+    # cluster.yaml's GPU workers (4 CPUs, 1 GPU): two trials per node, sharing its GPU.
+    # Two trials: the first worker takes both, and its loss leaves none running.
+    assert record["per_trial"] == {"cpu": 2, "gpu": 0.5}
+    assert max(record["packing"].values()) == 2
+    workers = record["workers"].values()
+    assert all(w["resources"]["GPU"] == 1 and w["resources"]["CPU"] == 4 for w in workers)
+    # The spot type has the higher priority: the autoscaler launched only spot workers,
+    # the replacement of the lost one included.
+    launched = [row["what"] for row in record["timeline"] if "requested" in row["what"]]
+    assert launched and all(w.endswith("ray.worker.gpu.spot") for w in launched), launched
+
+    # Every trial accounted for once (as tests/study/test_reliability.py checks after its
+    # faults); those on the lost worker continued from their checkpoints on another.
+    study = Path(record["study"])
+    summary = assert_each_trial_once(study, 2, [25, 50, 75, 100])
+    assert summary["num_errored"] == 0
+    lost = record["lost_worker"]
+    assert lost["trials"] and len(trial_dirs(study)) == 2
+    for trial in lost["trials"]:
+        retries = [a for a in record["attempts"]
+                   if a["trial_id"] == trial and a["started"] > lost["time"]]
+        assert any(a["resumed_from_step"] >= 25 and a["node_id"] != lost["node_id"]
+                   for a in retries), trial
+
+    # The timeline is in order: a worker requested, then joined, before the first trial
+    # started; every worker left after the study ended.
+    rows = record["timeline"]
+    first = lambda words: min(r["t"] for r in rows if words in r["what"])  # noqa: E731
+    assert first("requested") <= first("joined") <= first("started on")
+    ended = first("study driver exited")
+    left = [r for r in rows if r["what"].endswith("left (AUTOSCALER_DRAIN_IDLE)")]
+    assert left and all(r["t"] >= ended for r in left)
