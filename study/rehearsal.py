@@ -47,7 +47,7 @@ def study_args(extra: list[str], name: str, storage: str, address: str) -> list[
     return ["--space", "digits", "--num-samples", "4", "--scheduler", "fifo",
             "--gpus-per-trial", f"{packing.gpus_per_trial:g}",
             "--cpus-per-trial", f"{packing.cpus_per_trial:g}",
-            "--steps-per-trial", "200", "--test-freq", "50", "--max-failures", "3",
+            "--steps-per-trial", "100", "--test-freq", "25", "--max-failures", "3",
             *extra, "--name", name, "--storage-path", storage, "--address", address,
             "--verbose", "0"]
 

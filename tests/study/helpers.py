@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,74 +63,25 @@ def free_port() -> int:
 
 
 class RayCluster:
-    """A head (no CPUs: it only hosts the driver) and worker nodes, each a `ray start --block`
-    in its own process group on 127.0.0.1, with ports of its own."""
+    """A Ray cluster left running on the machine: a head (`ray start --head --block`, no
+    CPUs) in its own process group on 127.0.0.1, token auth on as on a real cluster."""
 
     def __init__(self, tmp_path: Path):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        # A token of this cluster's own: nodes and drivers need one, and ~/.ray/auth_token
-        # exists only once some local instance has made it.
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-                    # a lost node is declared dead after ~3 s rather than ~30 s
-                    "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
-                    "RAY_health_check_failure_threshold": "3"}
-        self.env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # would forbid several nodes
-        self.log_dir = tmp_path / "ray-logs"
-        self.log_dir.mkdir()
-        self.head = self._start("head", "--head", f"--port={self.port}", "--num-cpus=0",
-                                "--include-dashboard=false")
-        self.workers: list[subprocess.Popen] = []
-
-    def _start(self, name: str, *args: str) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "w")
-        return subprocess.Popen(
-            [os.path.join(os.path.dirname(sys.executable), "ray"), "start",
-             "--node-ip-address=127.0.0.1",
-             "--disable-usage-stats", "--block", *args],
+        # A token of this cluster's own: ~/.ray/auth_token exists only once some local
+        # instance has made it.
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        self.env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+        log = open(tmp_path / "ray-head.log", "w")
+        self.head = subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head",
+             f"--port={self.port}", "--num-cpus=0", "--include-dashboard=false",
+             "--node-ip-address=127.0.0.1", "--disable-usage-stats", "--block"],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
 
-    def add_worker(self, num_cpus: int = 1, attempts: int = 2) -> subprocess.Popen:
-        """A worker node; started one at a time (nodes starting together on one machine race
-        for the same socket names), each with explicit ports. On a loaded 2-core machine a
-        raylet occasionally times out during startup; that worker is replaced once."""
-        name = f"worker{len(self.workers) + 1}"
-        for attempt in range(1, attempts + 1):
-            ports = [free_port() for _ in range(6)]
-            worker = self._start(
-                f"{name}-try{attempt}", f"--address={self.address}",
-                f"--num-cpus={num_cpus}", f"--node-manager-port={ports[0]}",
-                f"--object-manager-port={ports[1]}", f"--metrics-export-port={ports[2]}",
-                f"--runtime-env-agent-port={ports[3]}",
-                f"--dashboard-agent-grpc-port={ports[4]}",
-                f"--dashboard-agent-listen-port={ports[5]}")
-            if self.wait_for_nodes(len(self.workers) + 2, raise_on_timeout=False):
-                self.workers.append(worker)
-                return worker
-            kill_group(worker)
-        log = (self.log_dir / f"{name}-try{attempts}.log").read_text()[-2000:]
-        raise AssertionError(f"{name} did not join the Ray cluster in {attempts} tries:\n{log}")
-
-    def alive_nodes(self) -> int:
-        out = subprocess.run(
-            [sys.executable, "-c", "import ray, sys; ray.init(address=sys.argv[1], "
-             "log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))", self.address],
-            capture_output=True, text=True, env=self.env, timeout=60)
-        return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else 0
-
-    def wait_for_nodes(self, count: int, timeout: float = 60,
-                       raise_on_timeout: bool = True) -> bool:
-        deadline = time.time() + timeout
-        while self.alive_nodes() < count:
-            if time.time() >= deadline:
-                assert not raise_on_timeout, f"the Ray cluster did not reach {count} nodes"
-                return False
-            time.sleep(1)
-        return True
-
     def close(self) -> None:
-        for proc in [*self.workers, self.head]:
-            kill_group(proc)
+        kill_group(self.head)
 
 
 def ray_processes() -> set[int]:

@@ -17,7 +17,9 @@ from tests.study.test_reliability import assert_each_trial_once
 MONITOR_LOG = """\
 2026-11-27 17:03:28,026	INFO event_logger.py:77 -- Adding 1 node(s) of type ray.worker.gpu.spot.
 2026-11-27 17:03:28,028	INFO node_provider.py:485 -- Launching 1 nodes of type ray.worker.gpu.spot.
-2026-11-27 17:03:32,395	INFO instance_manager.py:263 -- Update instance ALLOCATED->RAY_RUNNING (id=7feb, type=ray.worker.gpu.spot, cloud_instance_id=fff00001, ray_id=): ray node fff00001 is RUNNING
+2026-11-27 17:03:32,395	INFO instance_manager.py:263 -- Update instance ALLOCATED->RAY_RUNNING \
+(id=7feb, type=ray.worker.gpu.spot, cloud_instance_id=fff00001, ray_id=): ray node fff00001 \
+is RUNNING
 2026-11-27 17:03:50,630	INFO node_provider.py:211 -- NodeProvider: fff00001: Terminating node
 """
 

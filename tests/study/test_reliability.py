@@ -59,36 +59,6 @@ def assert_each_trial_once(path, count: int, steps: list[int]) -> dict:
     return summary
 
 
-def test_trials_on_a_lost_worker_node_resume_elsewhere_from_their_checkpoint(study, cluster):
-    first, _ = cluster.add_worker(), cluster.add_worker()
-    proc = study.start("--space", "digits", "--name", "n", "--address", cluster.address,
-                       "--num-samples", "4", "--scheduler", "fifo", "--steps-per-trial", "300",
-                       "--test-freq", "50", "--max-failures", "3", env=cluster.env)
-    path = study.storage / "n"
-
-    def both_nodes_busy():
-        running = [placement(d) for d in trial_dirs(path)
-                   if os.path.exists(f"{d}/run/placement.json") and not os.path.exists(
-                       f"{d}/run/summary.json")]
-        return len({p["node_id"] for p in running if "last_report" in p}) == 2
-
-    wait_for(both_nodes_busy, proc, "a checkpoint on each worker node")
-    killed_at = time.time()
-    os.killpg(first.pid, 9)  # the node's raylet and everything it runs
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out
-
-    summary = assert_each_trial_once(path, 4, [50, 100, 150, 200, 250, 300])
-    interrupted = [d for d in trial_dirs(path) if os.path.exists(f"{d}/error.txt")]
-    assert interrupted, "no trial ran on the lost node"
-    for d in interrupted:
-        p = placement(d)
-        assert p["resumed_from_step"] > 0  # from its checkpoint, not from scratch
-        print(f"{Path(d).name[:18]}: resumed at step {p['resumed_from_step']}, "
-              f"{p['started'] - killed_at:.1f} s after the node was killed")
-    assert summary["num_errored"] == 0
-
-
 @pytest.mark.parametrize("moment", ["early", "middle", "checkpoint-write"])
 def test_a_driver_killed_at_any_moment_resumes_without_rerunning_finished_trials(
         study, tmp_path, moment):
