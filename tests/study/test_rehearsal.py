@@ -54,7 +54,7 @@ def test_a_study_on_cluster_yamls_autoscaling_cluster_scales_up_packs_survives_a
     proc = subprocess.run(
         [sys.executable, "-m", "study.rehearsal", "--cluster-yaml", str(REPO / "cluster.yaml"),
          "--out", str(out), "--lose-worker", "--idle-timeout-minutes", "0.1", "--timeout", "400",
-         "--", "--num-samples", "2", "--steps-per-trial", "100", "--test-freq", "25"],
+         "--", "--num-samples", "2", "--steps-per-trial", "50", "--test-freq", "25"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     print(proc.stdout)  # the timeline, for the record
     record = json.loads((out / "rehearsal.json").read_text())
@@ -76,7 +76,7 @@ def test_a_study_on_cluster_yamls_autoscaling_cluster_scales_up_packs_survives_a
     # Every trial accounted for once (as tests/study/test_reliability.py checks after its
     # faults); those on the lost worker continued from their checkpoints on another.
     study = Path(record["study"])
-    summary = assert_each_trial_once(study, 2, [25, 50, 75, 100])
+    summary = assert_each_trial_once(study, 2, [25, 50])
     assert summary["num_errored"] == 0
     lost = record["lost_worker"]
     assert lost["trials"] and len(trial_dirs(study)) == 2
