@@ -93,26 +93,29 @@ def _flag(args: list[str], name: str) -> str | None:
 
 def find_autoscaling_config(gcs_address: str, proc: str = "/proc") -> str | None:
     """The autoscaling config file of the autoscaler serving `gcs_address` on this machine,
-    or None (no autoscaler here: a driver off the head, a cluster without one, not Linux)."""
+    or None (no autoscaler here: a driver off the head, a cluster without one, not Linux).
+    The GCS's port decides where the host differs (127.0.0.1 against the node's own IP):
+    two clusters on one machine cannot share a port."""
     try:
         pids = sorted((p for p in os.listdir(proc) if p.isdigit()), key=int)
     except OSError:
         return None
+    port = gcs_address.rpartition(":")[2]
+    found: dict[bool, str] = {}  # exact address match -> config path
     for pid in pids:
         args = _monitor_args(proc, pid)
-        if not args or _flag(args, "gcs-address") != gcs_address:
-            continue
-        path = _flag(args, "autoscaling-config")
-        if not path:
+        served = _flag(args, "gcs-address") if args else None
+        path = _flag(args, "autoscaling-config") if args else None
+        if not served or not path or served.rpartition(":")[2] != port:
             continue
         path = os.path.expanduser(path)
         if not os.path.isabs(path):  # relative to where the monitor was started
             try:
                 path = os.path.join(os.readlink(f"{proc}/{pid}/cwd"), path)
             except OSError:
-                return None
-        return path
-    return None
+                continue
+        found.setdefault(served == gcs_address, path)
+    return found.get(True, found.get(False))
 
 
 def read_capacity() -> Capacity:

@@ -72,7 +72,10 @@ def test_the_autoscaling_config_is_the_one_of_the_monitor_serving_this_cluster(t
     # a relative path is the monitor's own, from the folder it was started in
     assert find_autoscaling_config("10.0.0.2:6379", str(proc)) == str(
         tmp_path / "work" / "conf" / "fake.yaml")
-    assert find_autoscaling_config("10.0.0.3:6379", str(proc)) is None
+    assert find_autoscaling_config("10.0.0.3:7000", str(proc)) is None
+    # the same GCS reached through loopback: its port names it
+    fake_proc(proc, 14, monitor("10.0.0.5:7001", "/five.yaml"))
+    assert find_autoscaling_config("127.0.0.1:7001", str(proc)) == "/five.yaml"
 
 
 def opts(**kw) -> StudyOptions:
