@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -30,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from study import fake_cluster
-from study.spaces import load_space
-from trainer.rundir import write_json
+from study.cli import build_parser, options_from_args
+from study.driver import StudyError
+from study.spaces import SpaceError, load_space
+from trainer.rundir import check_writable, write_json
 
 RUN_PY = Path(__file__).with_name("run.py")
 # cluster.yaml's trials are CIFAR trials: their packing (GPU share, CPUs) is the one to
@@ -40,7 +43,7 @@ PACKING_OF = "cifar100"
 MONITOR_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\s+\w+\s+\S+ -- (.*)$")
 
 
-def study_args(extra: list[str], name: str, storage: str, address: str) -> list[str]:
+def study_args(extra: list[str], name: str, storage: str, address: str | None) -> list[str]:
     """The rehearsal's study: the digits space with the packing of PACKING_OF's trials, every
     trial to full length (FIFO), retried after a lost node; `extra` overrides any of it."""
     packing = load_space(PACKING_OF)
@@ -48,8 +51,8 @@ def study_args(extra: list[str], name: str, storage: str, address: str) -> list[
             "--gpus-per-trial", f"{packing.gpus_per_trial:g}",
             "--cpus-per-trial", f"{packing.cpus_per_trial:g}",
             "--steps-per-trial", "100", "--test-freq", "25", "--max-failures", "3",
-            *extra, "--name", name, "--storage-path", storage, "--address", address,
-            "--verbose", "0"]
+            *extra, "--name", name, "--storage-path", storage,
+            *(["--address", address] if address else []), "--verbose", "0"]
 
 
 @dataclass
@@ -237,14 +240,16 @@ def rehearse(cluster_yaml: str, out: str, extra: list[str], idle_timeout_minutes
             proc = subprocess.Popen([sys.executable, str(RUN_PY), *args], stdout=log,
                                     stderr=subprocess.STDOUT, env=fake.env,
                                     start_new_session=True)
-            deadline = time.time() + timeout
-            while proc.poll() is None and time.time() < deadline:
-                obs.poll()
-                if lose_worker:
-                    obs.lose_a_worker()
-                time.sleep(0.5)
-            if proc.poll() is None:
-                proc.kill()
+            try:
+                deadline = time.time() + timeout
+                while proc.poll() is None and time.time() < deadline:
+                    obs.poll()
+                    if lose_worker:
+                        obs.lose_a_worker()
+                    time.sleep(0.5)
+            finally:  # timed out or interrupted: the driver goes too
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
             rc = proc.wait()
         study_end = time.time()
         # Idle workers go after the idle timeout; a few autoscaler rounds on top of it.
@@ -293,9 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.idle_timeout_minutes <= 30:
         parser.error("--idle-timeout-minutes must be in (0, 30]")
     try:
+        check_writable(args.out, "--out")
+        # The study's options, checked as study/run.py checks them, before any Ray starts.
+        probe = study_args(extra, "rehearsal-check", os.path.join(args.out, "studies"), None)
+        options_from_args(build_parser().parse_args(probe))
         record = rehearse(args.cluster_yaml, args.out, extra, args.idle_timeout_minutes,
                           args.lose_worker, args.timeout)
-    except fake_cluster.FakeClusterError as e:
+    except (fake_cluster.FakeClusterError, StudyError, SpaceError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for row in record["timeline"]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from study.rehearsal import max_packing, monitor_events
+from study.rehearsal import main, max_packing, monitor_events
 from tests.study.helpers import REPO, trial_dirs
 from tests.study.test_reliability import assert_each_trial_once
 
@@ -34,6 +34,19 @@ def test_the_autoscalers_requests_launches_and_terminations_are_read_from_its_lo
         ("terminating", None, "fff00001")]
     assert events[-1]["time"] - events[0]["time"] == pytest.approx(22.604)
     assert monitor_events(tmp_path / "missing.log") == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cluster-yaml", "missing.yaml"], "--cluster-yaml missing.yaml: cannot read it"),
+    (["--", "--num-samples", "0"], "--num-samples: must be >= 1"),
+    (["--", "--space", "nope"], "nope"),
+    (["--out", "/proc/rehearsal"], "--out: cannot write to /proc/rehearsal"),
+])
+def test_bad_input_is_refused_before_any_ray_process_starts(tmp_path, capsys, argv, message):
+    out = ["--out", str(tmp_path / "r")] if "--out" not in argv else []
+    assert main([*out, *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r" / "head.log").exists()
 
 
 def attempt(node, gpus, start, end):
