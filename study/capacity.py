@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from study.procs import command_lines
+
 
 @dataclass(frozen=True)
 class NodeType:
@@ -73,17 +75,6 @@ def launchable_types(config: dict[str, Any]) -> tuple[list[NodeType], list[str]]
     return types, undeclared
 
 
-def _monitor_args(proc: str, pid: str) -> list[str] | None:
-    try:
-        with open(f"{proc}/{pid}/cmdline", "rb") as f:
-            args = f.read().decode(errors="replace").split("\0")
-    except OSError:
-        return None
-    if not any(os.path.basename(a) == "monitor.py" for a in args[:3]):  # not log_monitor.py
-        return None
-    return args
-
-
 def _flag(args: list[str], name: str) -> str | None:
     for a in args:
         if a.startswith(f"--{name}="):
@@ -96,16 +87,12 @@ def find_autoscaling_config(gcs_address: str, proc: str = "/proc") -> str | None
     or None (no autoscaler here: a driver off the head, a cluster without one, not Linux).
     The GCS's port decides where the host differs (127.0.0.1 against the node's own IP):
     two clusters on one machine cannot share a port."""
-    try:
-        pids = sorted((p for p in os.listdir(proc) if p.isdigit()), key=int)
-    except OSError:
-        return None
     port = gcs_address.rpartition(":")[2]
     found: dict[bool, str] = {}  # exact address match -> config path
-    for pid in pids:
-        args = _monitor_args(proc, pid)
-        served = _flag(args, "gcs-address") if args else None
-        path = _flag(args, "autoscaling-config") if args else None
+    for pid, args in command_lines(proc):
+        if not any(os.path.basename(a) == "monitor.py" for a in args[:3]):  # not log_monitor.py
+            continue
+        served, path = _flag(args, "gcs-address"), _flag(args, "autoscaling-config")
         if not served or not path or served.rpartition(":")[2] != port:
             continue
         path = os.path.expanduser(path)

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from study.procs import command_lines
+
 # The fake provider's node ids; its nodes use them as Ray node ids and instance ids.
 FAKE_HEAD_NODE_ID = "f" * 51 + "00000"
 FAKE_PROVIDER = "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider"
@@ -158,16 +160,11 @@ def start(cluster: dict[str, Any], work_dir: str, idle_timeout_minutes: float) -
 def kill_matching(text: str) -> list[int]:
     """SIGKILL every process of this user whose command line contains `text`."""
     killed = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmd and int(pid) != os.getpid():
+    for pid, args in command_lines():
+        if text in " ".join(args) and pid != os.getpid():
             try:
-                os.kill(int(pid), signal.SIGKILL)
-                killed.append(int(pid))
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
             except (ProcessLookupError, PermissionError):
                 pass
     return killed

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from study.procs import command_lines
+
 REPO = Path(__file__).resolve().parents[2]
 RAY_DAEMONS = ("raylet", "gcs_server", "default_worker.py", "ray::")
 
@@ -86,16 +88,8 @@ class RayCluster:
 
 def ray_processes() -> set[int]:
     """Pids of Ray's daemons and workers on this machine."""
-    found = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if any(d in cmd for d in RAY_DAEMONS):
-            found.add(int(pid))
-    return found
+    return {pid for pid, args in command_lines()
+            if any(d in " ".join(args) for d in RAY_DAEMONS)}
 
 
 def trial_dirs(path) -> list[str]:
