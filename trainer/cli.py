@@ -12,6 +12,7 @@ from trainer.config import MEMORY_FORMATS, META_GRADS, METHODS, PRECISIONS, Conf
 from trainer.data import DATASETS, SPLITS, DatasetMissing
 from trainer.loop import TrainingDiverged, train
 from trainer.models import ALIASES, MODELS
+from trainer.own_data import dataset_name, is_dataset_path
 from trainer.rundir import NotWritable, check_writable
 
 
@@ -22,7 +23,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "out takes the dataset's preset (the paper's settings; small ones for "
                     "digits).")
     a = p.add_argument
-    a("--dataset", choices=sorted(DATASETS), help="default: digits (embedded, no download)")
+    a("--dataset", metavar="NAME|PATH",
+      help=f"{', '.join(sorted(DATASETS))} (default: digits, embedded, no download), or the "
+           "path of your own data: an image folder tree (train/<class>/..., optional "
+           "unlabeled/, val/, test/) or an .npz file (docs/own-data.md)")
+    a("--image-size", type=int,
+      help="your own data: resize every image to SxS once, at load (default: as stored; "
+           "images of different sizes need it)")
+    a("--no-flip", action="store_true", default=None,
+      help="no random horizontal flips (for digits, text, house numbers)")
     a("--data-path", help="folder holding the dataset files (default ./data)")
     a("--download", action="store_true", default=None,
       help="download CIFAR/SVHN into --data-path if missing")
@@ -90,8 +99,8 @@ def config_from_args(args: argparse.Namespace):
     merged = {**base, **{k: v for k, v in given.items() if v is not None}}
     cfg = resolve(merged)
     if args.save_path is None and not args.resume:
-        cfg = cfg.replace(save_path=os.path.join("runs", f"{cfg.dataset}-{cfg.method}-"
-                                                           f"seed{cfg.seed}"))
+        name = dataset_name(cfg.dataset) if is_dataset_path(cfg.dataset) else cfg.dataset
+        cfg = cfg.replace(save_path=os.path.join("runs", f"{name}-{cfg.method}-seed{cfg.seed}"))
     return cfg
 
 

@@ -47,6 +47,10 @@ class Config:
     num_val: int = 0
     val_from_labeled: bool = False
     split: str = "random"  # how the labeled set is drawn: random, or the authors' procedure
+    # Data of your own (dataset = a folder or .npz path, trainer/own_data.py): resize every
+    # image to image_size x image_size at load (0: keep the stored size).
+    image_size: int = 0
+    no_flip: bool = False  # no random horizontal flips (digits, text, house numbers)
     architecture: str = "convlarge"
     method: str = "metasemi"
     meta_grad: str = "fd"
@@ -138,7 +142,16 @@ def resolve(overrides: dict[str, Any] | None = None) -> Config:
     if unknown:
         raise ConfigError(f"unknown config field(s): {sorted(unknown)}")
     dataset = given.get("dataset", Config.dataset)
-    preset = PRESETS.get(dataset, {})
+    preset = PRESETS.get(dataset)
+    if preset is None:
+        from trainer.own_data import OwnDataError, is_dataset_path, own_preset
+
+        preset = {}
+        if is_dataset_path(str(dataset)):
+            try:
+                preset = own_preset(str(dataset), given)
+            except OwnDataError as e:
+                raise ConfigError(f"dataset: {e}") from e
     merged = {**preset, **given}
     from trainer.models import ALIASES
     merged["architecture"] = ALIASES.get(merged.get("architecture"), merged.get("architecture"))
@@ -157,8 +170,17 @@ def validate(cfg: Config) -> Config:
     def fail(name: str, msg: str) -> None:
         raise ConfigError(f"{name}: {msg}")
 
-    if cfg.dataset not in DATASETS:
-        fail("dataset", f"unknown dataset {cfg.dataset!r}; choose one of {sorted(DATASETS)}")
+    num_classes = DATASETS[cfg.dataset].num_classes if cfg.dataset in DATASETS else 0
+    if not num_classes:
+        from trainer.own_data import OwnDataError, inspect_classes, is_dataset_path
+
+        if not is_dataset_path(cfg.dataset):
+            fail("dataset", f"unknown dataset {cfg.dataset!r}; choose one of {sorted(DATASETS)}"
+                 ", or give the path of a folder or .npz file of your own")
+        try:
+            num_classes = len(inspect_classes(cfg.dataset))
+        except OwnDataError as e:
+            fail("dataset", str(e))
     if cfg.architecture not in MODELS:
         fail("architecture",
              f"unknown architecture {cfg.architecture!r}; choose one of {sorted(MODELS)}")
@@ -171,7 +193,7 @@ def validate(cfg: Config) -> Config:
                           ("memory_format", MEMORY_FORMATS)):
         if getattr(cfg, name) not in allowed:
             fail(name, f"unknown {name} {getattr(cfg, name)!r}; choose one of {list(allowed)}")
-    for name in ("compile", "val_from_labeled"):
+    for name in ("compile", "val_from_labeled", "no_flip"):
         if not isinstance(getattr(cfg, name), bool):
             fail(name, f"must be true or false, got {getattr(cfg, name)!r}")
     if cfg.split not in SPLITS:
@@ -180,7 +202,7 @@ def validate(cfg: Config) -> Config:
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             fail(name, f"must be a positive integer, got {value!r}")
-    for name in ("warmup", "seed", "num_val"):
+    for name in ("warmup", "seed", "num_val", "image_size"):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             fail(name, f"must be a non-negative integer, got {value!r}")
@@ -194,7 +216,6 @@ def validate(cfg: Config) -> Config:
                 and (value <= high if high_ok else value < high)):  # NaN fails every comparison
             fail(name, f"must be a finite number in {'[' if low_ok else '('}{low:g}, {high:g}"
                  f"{']' if high_ok else ')'}, got {value!r}; give a value in that range")
-    num_classes = DATASETS[cfg.dataset].num_classes
     if cfg.num_label % num_classes:
         fail("num_label", f"{cfg.num_label} labels cannot be split evenly over "
              f"{num_classes} classes of {cfg.dataset}; use a multiple of {num_classes}")

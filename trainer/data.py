@@ -8,10 +8,11 @@ digits is scikit-learn's embedded set and needs no download.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -334,6 +335,9 @@ class DeviceData:
     mean: torch.Tensor  # (C, 1, 1), in [0, 1] units
     std: torch.Tensor
     val_index: torch.Tensor  # the validation indices, on the device
+    # Recorded in split.json beside the indices: for data of your own, its name, layout,
+    # class names and (folder trees) the files of each part.
+    about: dict = field(default_factory=dict)
 
     @property
     def labeled(self) -> np.ndarray:
@@ -349,7 +353,22 @@ class DeviceData:
     def split_record(self) -> dict:
         return {"labeled": self.labeled.tolist(), "unlabeled": self.unlabeled.tolist(),
                 "val": self.split.val.tolist(), "test": self.test_split,
-                "split": self.split.method, "val_from_labeled": self.split.val_from_labeled}
+                "split": self.split.method, "val_from_labeled": self.split.val_from_labeled,
+                **self.about}
+
+
+def to_device(spec: DatasetSpec, arrays: Arrays, parts: Split, device: torch.device,
+              stats_x: np.ndarray | None = None, about: dict | None = None) -> DeviceData:
+    """Arrays and their split on `device`; normalisation statistics from `stats_x` (default:
+    the training images)."""
+    pixels = torch.from_numpy(arrays.train_x if stats_x is None else stats_x).float()
+    pixels = pixels.div_(255.0).transpose(0, 1).reshape(spec.channels, -1)
+    mean, std = pixels.mean(1).view(-1, 1, 1), pixels.std(1).clamp_min(1e-3).view(-1, 1, 1)
+    return DeviceData(
+        spec, torch.from_numpy(arrays.train_x).to(device),
+        torch.from_numpy(arrays.train_y).to(device), torch.from_numpy(arrays.test_x).to(device),
+        torch.from_numpy(arrays.test_y).to(device), parts, arrays.test_split, mean.to(device),
+        std.to(device), torch.as_tensor(parts.val, dtype=torch.long).to(device), about or {})
 
 
 def load_data(dataset: str, root: str, download: bool, num_label: int, seed: int,
@@ -361,20 +380,21 @@ def load_data(dataset: str, root: str, download: bool, num_label: int, seed: int
     arrays = spec.load(root, download)
     parts = make_split(arrays.train_y, spec.num_classes, num_label, seed, num_val,
                        val_from_labeled, split)
-    train = torch.from_numpy(arrays.train_x)
-    pixels = train.float().div_(255.0).transpose(0, 1).reshape(spec.channels, -1)
-    mean, std = pixels.mean(1).view(-1, 1, 1), pixels.std(1).clamp_min(1e-3).view(-1, 1, 1)
-    return DeviceData(
-        spec, train.to(device), torch.from_numpy(arrays.train_y).to(device),
-        torch.from_numpy(arrays.test_x).to(device), torch.from_numpy(arrays.test_y).to(device),
-        parts, arrays.test_split, mean.to(device), std.to(device),
-        torch.as_tensor(parts.val, dtype=torch.long).to(device))
+    return to_device(spec, arrays, parts, device)
 
 
 def load_for(cfg: Config, device: torch.device) -> DeviceData:
-    """load_data with a run's Config (dataset, path, split settings)."""
-    return load_data(cfg.dataset, cfg.data_path, cfg.download, cfg.num_label, cfg.seed, device,
+    """load_data with a run's Config (dataset, path, split settings); a dataset given as a
+    path is data of your own (trainer/own_data.py)."""
+    from trainer.own_data import is_dataset_path, load_own_for
+
+    if is_dataset_path(cfg.dataset):
+        return load_own_for(cfg, device)
+    data = load_data(cfg.dataset, cfg.data_path, cfg.download, cfg.num_label, cfg.seed, device,
                      cfg.num_val, cfg.val_from_labeled, cfg.split)
+    if cfg.no_flip:
+        data.spec = dataclasses.replace(data.spec, flip=False)
+    return data
 
 
 class IndexStream:

@@ -171,11 +171,25 @@ def _he_init(model: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
 
 
+def resnet18(in_channels: int, num_classes: int) -> nn.Module:
+    """torchvision's ResNet-18 for images of 64 px and more: a 3x3 stride-1 stem without
+    max-pooling (with the ImageNet stem's 7x7 stride 2 and pool, a 64 px image is 2x2 in the
+    last stage), any number of input channels."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    net = tv_resnet18(weights=None)
+    net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    net.fc = nn.Identity()  # the head is the Classifier's, over these 512 features
+    return Classifier(net, 512, num_classes)
+
+
 MODELS: dict[str, Callable[[int, int], nn.Module]] = {
     "convlarge": convlarge,
     "shakeshake26": shakeshake26,
     "wrn28-2": wrn28_2,
     "digitscnn": digitscnn,
+    "resnet18": resnet18,
 }
 # Names the authors' scripts accept, mapped to ours.
 ALIASES = {"shakeshake": "shakeshake26", "wrn28": "wrn28-2", "wideresnet28": "wrn28-2"}

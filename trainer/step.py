@@ -35,7 +35,7 @@ class Batch:
     x_l: torch.Tensor
     y_l: torch.Tensor
     x_u: torch.Tensor | None = None
-    y_u: torch.Tensor | None = None  # true labels of x_u: diagnostics only, never trained on
+    y_u: torch.Tensor | None = None  # true labels of x_u (-1: unknown): diagnostics only
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: Config, batch: Batch,
@@ -77,7 +77,10 @@ def _losses(model: nn.Module, cfg: Config, batch: Batch, lr: float, weight: floa
             with torch.no_grad():
                 out = widen(model(torch.cat([x_l, x_u])))
             logits_l, y_hat = out[: len(x_l)], F.softmax(out[len(x_l):], dim=1)
-        pseudo_acc = (y_hat.argmax(1) == batch.y_u).float().mean()
+        # Over the images whose label is known: your own unlabeled/ images carry -1.
+        known = batch.y_u >= 0
+        pseudo_acc = (((y_hat.argmax(1) == batch.y_u) & known).sum()
+                      / known.sum().clamp_min(1)).float()
 
         model.train()
         if cfg.uses_mixup:

@@ -110,4 +110,5 @@ def test_resume_continues_with_the_saved_config(tmp_path, capsys):
 def test_python_m_trainer_reports_errors_with_exit_code_2():
     proc = subprocess.run([sys.executable, "-m", "trainer", "--dataset", "mnist"],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "invalid choice: 'mnist'" in proc.stderr
+    assert proc.returncode == 2 and "unknown dataset 'mnist'" in proc.stderr
+    assert "or give the path of a folder or .npz file of your own" in proc.stderr
