@@ -58,7 +58,8 @@ def _checkpoint_path(path: str, which: str) -> str:
 def penultimate(model: torch.nn.Module, x: torch.Tensor, normalize, batch_size: int = 500):
     """The features fed to the linear head, in eval mode, as a numpy array."""
     model.eval()
-    out = [model.features(normalize(x[i:i + batch_size])).flatten(1).cpu()
+    device = next(model.parameters()).device  # images may be kept on the host (large sets)
+    out = [model.features(normalize(x[i:i + batch_size].to(device))).flatten(1).cpu()
            for i in range(0, len(x), batch_size)]
     return torch.cat(out).numpy()
 

@@ -12,7 +12,7 @@ from trainer.config import MEMORY_FORMATS, META_GRADS, METHODS, PRECISIONS, Conf
 from trainer.data import DATASETS, SPLITS, DatasetMissing
 from trainer.loop import TrainingDiverged, train
 from trainer.models import ALIASES, MODELS
-from trainer.own_data import dataset_name, is_dataset_path
+from trainer.own_data import OwnDataError, dataset_name, inspect_classes, is_dataset_path
 from trainer.rundir import NotWritable, check_writable
 
 
@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--download", action="store_true", default=None,
       help="download CIFAR/SVHN into --data-path if missing")
     a("--num-label", type=int, help="number of labeled images, a multiple of the class count")
+    a("--labels-per-class", type=int, metavar="N",
+      help="instead of --num-label: N labeled images of each class")
     a("--num-val", type=int,
       help="hold out this many class-balanced training images as a validation set (default 0, "
            "the paper's protocol); drawn from outside the labeled set")
@@ -83,7 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace):
     """Turn parsed flags into a validated Config (checkpoint config first when resuming)."""
-    given = {k: v for k, v in vars(args).items() if k not in ("mix_up", "quiet")}
+    given = {k: v for k, v in vars(args).items()
+             if k not in ("mix_up", "quiet", "labels_per_class")}
+    if args.labels_per_class is not None:
+        if args.num_label is not None:
+            raise ConfigError("--labels-per-class and --num-label: give one of them")
+        if args.labels_per_class <= 0:
+            raise ConfigError(f"--labels-per-class: must be a positive integer, got "
+                              f"{args.labels_per_class}")
+        given["num_label"] = args.labels_per_class * num_classes(args.dataset or "digits")
     base: dict = {}
     if args.resume:
         with warnings.catch_warnings():  # train() warns about a fallback, once
@@ -104,11 +114,41 @@ def config_from_args(args: argparse.Namespace):
     return cfg
 
 
+def num_classes(dataset: str) -> int:
+    """Classes of a built-in dataset, or of data of your own (read from its folders/labels)."""
+    if dataset in DATASETS:
+        return DATASETS[dataset].num_classes
+    if not is_dataset_path(dataset):
+        raise ConfigError(f"dataset: unknown dataset {dataset!r}; choose one of "
+                          f"{sorted(DATASETS)}, or give the path of your own data")
+    try:
+        return len(inspect_classes(dataset))
+    except OwnDataError as e:
+        raise ConfigError(f"dataset: {e}") from e
+
+
+# What a run prints at start: the settings a user most often needs to see, resolved.
+SHOWN = ("dataset", "architecture", "method", "num_label", "num_val", "batch_size",
+         "total_steps", "test_freq", "lr", "warmup", "milestones", "alpha", "weight",
+         "weight_decay", "seed", "image_size", "no_flip")
+
+
+def describe(cfg) -> str:
+    """One line of the run's resolved settings; for data of your own, where they came from."""
+    source = ("preset" if cfg.dataset in DATASETS
+              else "defaults for your data, from its image size and count")
+    shown = ", ".join(f"{k}={getattr(cfg, k)}" for k in SHOWN
+                      if k not in ("image_size", "no_flip") or getattr(cfg, k))
+    return f"settings ({source}, then your flags): {shown}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
         check_writable(cfg.save_path, "--save-path")  # before data and model load
+        if not args.quiet:
+            print(describe(cfg))
         summary = train(cfg, show_progress=not args.quiet)
     except (ConfigError, checkpoint.CheckpointError, DatasetMissing, NotWritable,
             ValueError) as e:

@@ -358,17 +358,35 @@ class DeviceData:
 
 
 def to_device(spec: DatasetSpec, arrays: Arrays, parts: Split, device: torch.device,
-              stats_x: np.ndarray | None = None, about: dict | None = None) -> DeviceData:
-    """Arrays and their split on `device`; normalisation statistics from `stats_x` (default:
-    the training images)."""
-    pixels = torch.from_numpy(arrays.train_x if stats_x is None else stats_x).float()
-    pixels = pixels.div_(255.0).transpose(0, 1).reshape(spec.channels, -1)
-    mean, std = pixels.mean(1).view(-1, 1, 1), pixels.std(1).clamp_min(1e-3).view(-1, 1, 1)
+              stats_x: np.ndarray | None = None, about: dict | None = None,
+              storage: torch.device | None = None) -> DeviceData:
+    """Arrays and their split on `device` (or the images on `storage`, the host, when the
+    device cannot hold them: pinned, for fast copies); normalisation statistics from
+    `stats_x` (default: the training images), on `device`."""
+    stats = arrays.train_x if stats_x is None else stats_x
+    channels = torch.zeros(spec.channels, dtype=torch.float64)
+    squares = torch.zeros(spec.channels, dtype=torch.float64)
+    for i in range(0, len(stats), 4096):  # in chunks: no float copy of a large set
+        chunk = torch.from_numpy(stats[i:i + 4096]).double().div_(255.0).transpose(0, 1)
+        chunk = chunk.reshape(spec.channels, -1)
+        channels += chunk.sum(1)
+        squares += chunk.pow(2).sum(1)
+    n = max(1, stats.shape[0] * stats.shape[2] * stats.shape[3])
+    mean = channels / n
+    std = ((squares / n - mean.pow(2)) * n / max(1, n - 1)).clamp_min(0).sqrt().clamp_min(1e-3)
+    mean, std = mean.float().view(-1, 1, 1), std.float().view(-1, 1, 1)
+    storage = storage or device
+
+    def put(a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(a)
+        if storage.type == "cpu" and device.type == "cuda":
+            return t.pin_memory()
+        return t.to(storage)
+
     return DeviceData(
-        spec, torch.from_numpy(arrays.train_x).to(device),
-        torch.from_numpy(arrays.train_y).to(device), torch.from_numpy(arrays.test_x).to(device),
-        torch.from_numpy(arrays.test_y).to(device), parts, arrays.test_split, mean.to(device),
-        std.to(device), torch.as_tensor(parts.val, dtype=torch.long).to(device), about or {})
+        spec, put(arrays.train_x), put(arrays.train_y), put(arrays.test_x), put(arrays.test_y),
+        parts, arrays.test_split, mean.to(device), std.to(device),
+        torch.as_tensor(parts.val, dtype=torch.long).to(storage), about or {})
 
 
 def load_data(dataset: str, root: str, download: bool, num_label: int, seed: int,

@@ -47,13 +47,16 @@ def evaluate(model: torch.nn.Module, data: DeviceData, runtime: Runtime,
     else:  # validation images are training images, seen without augmentation
         images, labels = data.train_x[data.val_index], data.train_y[data.val_index]
     model.eval()
-    loss = torch.zeros((), device=labels.device)
-    correct = torch.zeros((), device=labels.device)
+    device = runtime.device
+    loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
     for i in range(0, len(labels), batch_size):
-        x = runtime.prepare_input(data.normalize(images[i:i + batch_size]))
+        # .to is a no-op for images on the device; host-resident ones come over per batch
+        x = images[i:i + batch_size].to(device, non_blocking=True)
+        x = runtime.prepare_input(data.normalize(x))
         with runtime.autocast():
             logits = widen(model(x))
-        y = labels[i:i + batch_size]
+        y = labels[i:i + batch_size].to(device, non_blocking=True)
         loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
     return loss / len(labels), correct / len(labels)
@@ -70,8 +73,11 @@ def draw(stream: IndexStream, data: DeviceData,
          runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
     """The next augmented, normalised batch of a stream and its labels, all on the device."""
     idx = stream.next()
-    x = augment(data.train_x[idx], data.spec.crop_padding, data.spec.flip)
-    return runtime.prepare_input(data.normalize(x)), data.train_y[idx]
+    # Images kept in host memory (too large for the device) are gathered there and copied.
+    x = data.train_x[idx].to(runtime.device, non_blocking=True)
+    y = data.train_y[idx].to(runtime.device, non_blocking=True)
+    x = augment(x, data.spec.crop_padding, data.spec.flip)
+    return runtime.prepare_input(data.normalize(x)), y
 
 
 @dataclass
@@ -104,9 +110,10 @@ def build_parts(cfg: Config, data: DeviceData, runtime: Runtime) -> Parts:
     if cfg.uses_mixup:
         a = torch.tensor(float(cfg.alpha), device=device)
         beta = torch.distributions.Beta(a, a)
+    where = data.train_x.device  # the indices live with the images they select
     return Parts(model, optimizer,
-                 IndexStream(data.labeled, cfg.batch_size, seed=cfg.seed, device=device),
-                 IndexStream(data.unlabeled, cfg.batch_size, seed=cfg.seed + 1, device=device),
+                 IndexStream(data.labeled, cfg.batch_size, seed=cfg.seed, device=where),
+                 IndexStream(data.unlabeled, cfg.batch_size, seed=cfg.seed + 1, device=where),
                  beta)
 
 

@@ -147,9 +147,8 @@ def stored_size(path: str) -> int:
                     raise OwnDataError(f"{files[0]}: not a readable PNG or JPEG image ({e})") from e
         raise OwnDataError(f"{os.path.join(path, 'train')}: no images in its class folders")
     shape = _npz_shape(path, "x_train")
-    hw = shape[1:3] if len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3) \
-        else shape[-2:]
-    return int(max(hw))
+    nhwc = len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3)
+    return int(max(shape[1:3] if nhwc else shape[-2:]))
 
 
 def class_counts(path: str) -> tuple[np.ndarray, int]:
@@ -194,9 +193,10 @@ def own_preset(path: str, given: dict) -> dict:
     labeled = per_class - (0 if given.get("val_from_labeled") else num_val // classes)
     pool = int(counts.sum()) + extra
     batch = given.get("batch_size") or (64 if pool < 10_000 else 128)
-    # About 50 passes over the training images, in whole hundreds of steps.
-    total = int(min(400_000, max(500, round(50 * pool / batch, -2))))
-    test_freq = max(50, int(round(total / 20, -1)))
+    # About 50 passes over the training images, in whole hundreds of steps; the schedule
+    # follows a total given on the command line.
+    total = given.get("total_steps") or int(min(400_000, max(500, round(50 * pool / batch, -2))))
+    test_freq = max(min(50, total), int(round(total / 20, -1)))
     return {"architecture": next(a for s, a in ARCHITECTURE_BY_SIZE if size <= s),
             "num_label": max(1, labeled) * classes, "batch_size": batch, "total_steps": total,
             "warmup": total // 6, "milestones": (int(total * 0.75),), "test_freq": test_freq,
@@ -436,9 +436,65 @@ def _loaded_already(root: str, download: bool) -> Arrays:
     raise RuntimeError("data of your own is read by load_own, not through a DatasetSpec")
 
 
+# --- does it fit? -------------------------------------------------------------------------
+
+# Loading holds about three copies at its peak (decoded images, their stack, the training
+# array with unlabeled/ and val/ appended); training keeps one. On a GPU the data may take
+# half of the free memory, the rest is the model's.
+HOST_COPIES, DEVICE_SHARE = 3, 0.5
+
+
+def estimate_bytes(path: str, image_size: int | None = None) -> int:
+    """The decoded size of every image at `path` (uint8), from file counts and one header
+    (folders: counted as colour, the larger case) or the arrays' headers (.npz)."""
+    side = image_size or stored_size(path)
+    if os.path.isdir(path):
+        count = len(_image_files(path))
+        return count * 3 * side * side
+    total = 0
+    for key in ("x_train", "x_unlabeled", "x_val", "x_test"):
+        if has_key(path, key):
+            shape = _npz_shape(path, key)
+            nhwc = len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3)
+            channels = 1 if len(shape) == 3 else shape[-1] if nhwc else shape[1]
+            total += shape[0] * channels * side * side
+    return total
+
+
+def host_available() -> int:
+    """Memory the OS can give this process now (MemAvailable), in bytes."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def placement(nbytes: int, device: torch.device, host_free: int,
+              device_free: int | None) -> torch.device:
+    """Where the images live while training: on `device` when they fit, else in (pinned)
+    host memory, each batch copied over; refused, with the numbers, when the host cannot
+    hold them either."""
+    gb = lambda b: f"{b / 2**30:.1f} GiB"  # noqa: E731
+    if HOST_COPIES * nbytes > host_free:
+        raise OwnDataError(
+            f"the images take {gb(nbytes)} decoded, and loading them needs about "
+            f"{gb(HOST_COPIES * nbytes)} of host memory, but {gb(host_free)} is available; "
+            "use --image-size to load them smaller, or fewer images")
+    if device_free is not None and nbytes > DEVICE_SHARE * device_free:
+        return torch.device("cpu")
+    return device
+
+
 def load_own_for(cfg: Config, device: torch.device) -> DeviceData:
     """Your dataset on `device`: the labeled and validation images drawn from train/ as for a
     built-in set, unlabeled/ joining the unlabeled pool, val/ (if any) as the validation set."""
+    nbytes = estimate_bytes(cfg.dataset, cfg.image_size or None)
+    device_free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+    storage = placement(nbytes, device, host_available(), device_free)
     own = load_own(cfg.dataset, cfg.image_size or None)
     if own.val_x is not None and cfg.num_val:
         raise OwnDataError(f"--num-val {cfg.num_val}: {cfg.dataset} has a validation set of its "
@@ -461,5 +517,7 @@ def load_own_for(cfg: Config, device: torch.device) -> DeviceData:
         rows = own.files["train"] + own.files["unlabeled"] + own.files.get("val", [])
         about["files"] = {"labeled": [rows[i] for i in split.labeled],
                           "val": [rows[i] for i in split.val], "test": own.files["test"]}
+    if storage != device:
+        about["images_on"] = "host"  # too large for the device: batches are copied over
     return to_device(spec_of(own, not cfg.no_flip), arrays, split, device,
-                     stats_x=own.train_x, about=about)
+                     stats_x=own.train_x, about=about, storage=storage)

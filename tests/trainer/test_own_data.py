@@ -12,7 +12,7 @@ from PIL import Image
 from trainer.config import ConfigError, resolve
 from trainer.data import load_for
 from trainer.models import build_model
-from trainer.own_data import OwnDataError, load_own, own_preset
+from trainer.own_data import OwnDataError, estimate_bytes, load_own, own_preset, placement
 
 CPU = torch.device("cpu")
 
@@ -182,3 +182,26 @@ def test_digits_as_npz_and_as_png_folder_train_as_the_built_in_set(tmp_path):
     split = json.loads((tmp_path / "folder" / "split.json").read_text())
     assert len(split["files"]["test"]) == 539
     assert abs(acc["folder"] - acc["built-in"]) < 0.03
+
+
+def test_the_size_is_estimated_before_loading(tmp_path):
+    x = np.zeros((20, 8, 8, 3), np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.arange(20) % 2,
+             x_unlabeled=np.zeros((30, 8, 8, 3), np.uint8))
+    assert estimate_bytes(str(tmp_path / "d.npz")) == 50 * 3 * 8 * 8
+    assert estimate_bytes(str(tmp_path / "d.npz"), image_size=16) == 50 * 3 * 16 * 16
+    root = write_folder(tmp_path / "f", ["train"], per_class=5)  # greyscale, counted as colour
+    own = load_own(root)
+    assert estimate_bytes(root) == 10 * 3 * 8 * 8 >= own.train_x.nbytes + own.test_x.nbytes
+
+
+def test_images_stay_on_the_device_when_they_fit_else_on_the_host_else_refused():
+    gib = 2**30
+    cuda = torch.device("cuda")
+    assert placement(1 * gib, cuda, host_free=64 * gib, device_free=80 * gib) == cuda
+    # a 200k-image 96 px colour set (5.2 GiB) beside a model on a GPU with 8 GiB free
+    assert placement(200_000 * 3 * 96 * 96, cuda, 64 * gib, 8 * gib) == torch.device("cpu")
+    with pytest.raises(OwnDataError, match=r"the images take 10\.0 GiB decoded, and loading them "
+                                           r"needs about 30\.0 GiB of host memory, but 16\.0 GiB"):
+        placement(10 * gib, cuda, host_free=16 * gib, device_free=80 * gib)
+    assert placement(1 * gib, CPU, host_free=64 * gib, device_free=None) == CPU
