@@ -22,6 +22,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from analysis.paper import Paper
+from trainer.own_data import dataset_name, is_dataset_path
 
 METHODS = {  # the paper's ablation rows: method -> (meta, mix-up)
     "supervised": (False, False), "mixup": (False, True),
@@ -38,8 +39,12 @@ OPTIMISTIC = "optimistic: best test error during training %"
 
 
 def _setting_name(paper: Paper, dataset: str, num_label: int) -> str:
+    """The paper's name of a setting, else DATASET-LABELS; data of your own goes by its
+    folder's or file's name."""
     s = paper.setting(dataset, num_label)
-    return s.name if s else f"{dataset}-{num_label}"
+    if s:
+        return s.name
+    return f"{dataset_name(dataset) if is_dataset_path(dataset) else dataset}-{num_label}"
 
 
 def _keys(paper: Paper, done: pd.DataFrame, with_paper: list[tuple[str, int]]):

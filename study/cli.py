@@ -20,10 +20,12 @@ from study.driver import (
 from study.lock import StudyLocked, claim, refuse_existing
 from study.spaces import SpaceError, available, load_space
 from trainer.config import PRECISIONS, resolve
+from trainer.own_data import dataset_name
 
 # Options fixed when a study starts and taken from its study.json on --resume.
-SHAPE_OF_A_STUDY = ("space", "mode", "num_samples", "scheduler", "searcher", "seed", "seeds",
-                    "config_source", "total_steps", "test_freq", "max_concurrent", "extra")
+SHAPE_OF_A_STUDY = ("space", "dataset", "mode", "num_samples", "scheduler", "searcher", "seed",
+                    "seeds", "config_source", "total_steps", "test_freq", "max_concurrent",
+                    "extra")
 
 MODES_HELP = """modes:
   (default)       search: Optuna TPE over the space, ASHA early stopping, both reading only
@@ -44,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--space", default="digits", help=f"a space of study/spaces ({', '.join(available())}) "
                                         "or the path of a .toml file (default digits)")
-    a("--name", help="study name (default: the space's name; -reproduce/-ablation appended)")
+    a("--dataset", metavar="PATH",
+      help="your own data (an image folder tree or an .npz file, docs/own-data.md) in place "
+           "of the space's dataset; with --space custom, the template for data of your own")
+    a("--name", help="study name (default: the space's name, or your data's folder or file "
+                     "name with --space custom; -reproduce/-ablation appended)")
     a("--storage-path", default="./studies",
       help="where studies live: a folder, or a shared URI such as s3://bucket/studies")
     a("--address", help="a running Ray cluster (auto after ray up); default: a local instance "
@@ -117,8 +123,8 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
         raise StudyError("--reproduce, --then-reproduce and --ablation: choose one mode per "
                          "command")
     mode = "reproduce" if args.reproduce else "ablation" if args.ablation else "search"
-    space = load_space(args.space)
-    name = args.name or space.name
+    space = load_space(args.space, args.dataset)
+    name = args.name or (dataset_name(space.dataset) if args.dataset else space.name)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
         raise StudyError(f"--name: {name!r}: use letters, digits, '.', '_' and '-' (not '.' or "
                          "'..' alone: those name the storage folder or its parent)")
@@ -126,7 +132,8 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
     if mode != "search":
         name = f"{name}-{mode}"
     opts = StudyOptions(
-        space=space.path, name=name, storage_path=args.storage_path, address=args.address,
+        space=space.path, dataset=space.dataset if args.dataset else None,
+        name=name, storage_path=args.storage_path, address=args.address,
         resume=args.resume, mode=mode, num_samples=args.num_samples, scheduler=args.scheduler,
         gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
         cap_gpu_memory=args.cap_gpu_memory,
@@ -176,6 +183,10 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
     return opts
 
 
+def _default_name(args: argparse.Namespace) -> str:
+    return dataset_name(args.dataset) if args.dataset else load_space(args.space).name
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.address and "ray" not in sys.modules:
@@ -187,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                                          "reproduce": args.then_reproduce, "config": "best"})
             # A resumed pipeline resumes its reproduce study too, if that had started.
             then.resume = args.resume and storage.exists(storage.study_path(
-                args.storage_path, f"{args.name or load_space(args.space).name}-reproduce"))
+                args.storage_path, f"{args.name or _default_name(args)}-reproduce"))
             print()
             summary = _claim_and_run(options_from_args(then))
     except (StudyError, StudyLocked, SpaceError, OSError) as e:

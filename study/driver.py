@@ -13,7 +13,8 @@ from typing import Any
 from study import storage
 from study.capacity import Capacity, read_capacity
 from study.spaces import Space, load_space
-from trainer.config import PRESETS
+from trainer.config import PRESETS, Config
+from trainer.own_data import fingerprint, is_dataset_path
 
 # Ray gives a node the loopback address (and its servers listen on loopback only) when
 # this is "0", as it does on macOS and Windows. Read when Ray is imported, so it is set
@@ -36,6 +37,7 @@ class StudyOptions:
 
     space: str
     name: str
+    dataset: str | None = None  # your data's absolute path, in place of the space's dataset
     storage_path: str = "./studies"
     address: str | None = None
     resume: bool = False
@@ -177,7 +179,7 @@ def variants(opts: StudyOptions, space: Space) -> dict[str, dict[str, Any]]:
 
 def seeds(opts: StudyOptions, space: Space) -> list[int]:
     """Reproduce and ablation seeds: the paper's seed of the dataset, then the next ones."""
-    first = PRESETS[space.dataset]["seed"]
+    first = PRESETS.get(space.dataset, {}).get("seed", Config.seed)  # your data: the default
     return [first + i for i in range(opts.seeds)]
 
 
@@ -195,6 +197,14 @@ def _param_space(opts: StudyOptions, space: Space) -> dict[str, Any]:
             "seed": tune.grid_search(seeds(opts, space))}
 
 
+def data_record(space: Space) -> dict[str, Any]:
+    """study.json's record of data of your own: its path and fingerprint, which every trial
+    checks against the copy on its node."""
+    if not is_dataset_path(space.dataset):
+        return {}
+    return {"data": {"path": space.dataset, "fingerprint": fingerprint(space.dataset)}}
+
+
 def trial_base(opts: StudyOptions, space: Space, per_trial: dict[str, float]) -> dict[str, Any]:
     """What every trial gets besides its sampled values: trainer settings, and the keys
     run_trial takes out first (`gpu_share`: cap the GPU memory; `variants`: reproduce arms)."""
@@ -203,6 +213,8 @@ def trial_base(opts: StudyOptions, space: Space, per_trial: dict[str, float]) ->
         base["gpu_share"] = per_trial["gpu"]  # study/gpu_share.py
     if opts.mode == "reproduce":
         base["variants"] = variants(opts, space)
+    if is_dataset_path(space.dataset):
+        base["data_fingerprint"] = fingerprint(space.dataset)  # study/trainable.py checks it
     return base
 
 
@@ -379,7 +391,7 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
     """Validate against the cluster, run (or resume) the study, write study_summary.json."""
     import ray
 
-    space = load_space(opts.space)
+    space = load_space(opts.space, opts.dataset)
     trusted = {}
     if opts.resume and not storage.is_uri(opts.path):
         # Before Ray unpickles anything of the study: only sealed state is left in place.
@@ -395,7 +407,7 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
         if not opts.resume:
             storage.put_json(opts.path + "/study.json", {
                 "options": asdict(opts), "space": space.to_dict(), "resources": per_trial,
-                "protocol": protocol(opts, space)})
+                "protocol": protocol(opts, space), **data_record(space)})
         if not storage.is_uri(opts.storage_path):
             # Tune warns at every forced snapshot (num_to_keep makes them frequent); on a
             # local disk they cost nothing, so the warning is noise in the progress display.

@@ -16,6 +16,7 @@ from typing import Any
 
 from trainer.config import Config, resolve
 from trainer.data import TRAIN_SIZES, check_sizes
+from trainer.own_data import OwnDataError, class_counts, has_own_val, is_dataset_path
 
 SPACES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spaces")
 CONFIG_FIELDS = {f.name for f in dataclasses.fields(Config)}
@@ -89,8 +90,9 @@ def available() -> list[str]:
     return sorted(f[:-5] for f in os.listdir(SPACES_DIR) if f.endswith(".toml"))
 
 
-def load_space(name_or_path: str) -> Space:
-    """Load a space by name (study/spaces/NAME.toml) or by the path of a .toml file."""
+def load_space(name_or_path: str, dataset: str | None = None) -> Space:
+    """Load a space by name (study/spaces/NAME.toml) or by the path of a .toml file;
+    `dataset` (a path of your own data) replaces the file's dataset."""
     path = name_or_path
     if not name_or_path.endswith(".toml"):
         path = os.path.join(SPACES_DIR, f"{name_or_path}.toml")
@@ -109,20 +111,27 @@ def load_space(name_or_path: str) -> Space:
     except RecursionError as e:  # tomllib recurses once per level of nested arrays or tables
         raise SpaceError(f"{path}: nested too deeply to parse; a space file needs only "
                          "[fidelity], [fixed] and [params.NAME] tables of plain values") from e
-    return parse_space(raw, path)
+    return parse_space(raw, path, dataset)
 
 
-def parse_space(raw: dict[str, Any], path: str) -> Space:
-    """Validate a parsed space file; raise SpaceError naming the first problem."""
+def parse_space(raw: dict[str, Any], path: str, dataset: str | None = None) -> Space:
+    """Validate a parsed space file; raise SpaceError naming the first problem. A dataset
+    given as a path (here or in the file) is made absolute: every node reads that path."""
     def fail(key: str, msg: str):
         raise SpaceError(f"{path}: {key}: {msg}")
+
+    if dataset is not None:
+        raw = {**raw, "dataset": dataset}
+    if isinstance(raw.get("dataset"), str) and is_dataset_path(raw["dataset"]):
+        raw = {**raw, "dataset": os.path.abspath(os.path.expanduser(raw["dataset"]))}
 
     unknown = set(raw) - {"dataset", "fidelity", "fixed", "params"}
     if unknown:
         fail(", ".join(sorted(unknown)), "unknown top-level key(s); expected dataset, "
              "[fidelity], [fixed] and [params.NAME] tables")
     if not isinstance(raw.get("dataset"), str):
-        fail("dataset", "missing; name the trainer dataset, e.g. dataset = \"cifar10\"")
+        fail("dataset", "missing; name the trainer dataset, e.g. dataset = \"cifar10\", give "
+             "the path of your own data, or pass --dataset PATH")
     for table in ("fidelity", "fixed", "params"):
         if not isinstance(raw.get(table, {}), dict):
             fail(table, f"must be a table ([{table}] or [{table}.NAME]), got {raw[table]!r}")
@@ -157,8 +166,13 @@ def parse_space(raw: dict[str, Any], path: str) -> Space:
             fail(f"fixed.{key}", "not a trainer setting a space may fix; allowed: "
                  f"{sorted(CONFIG_FIELDS - RESERVED)}")
 
+    own = is_dataset_path(raw["dataset"])
+    if own and "num_val" not in fixed:  # your data: its val/, or 10 images per class
+        fixed["num_val"] = _own_num_val(raw["dataset"], fail)
     num_val = fixed.get("num_val")
-    if isinstance(num_val, bool) or not isinstance(num_val, int) or num_val <= 0:
+    if own and num_val == 0 and has_own_val(raw["dataset"]):
+        pass  # the data's own validation set (val/ or x_val)
+    elif isinstance(num_val, bool) or not isinstance(num_val, int) or num_val <= 0:
         fail("fixed.num_val", f"must be a positive integer, got {num_val!r}: a study selects "
              "on a validation split, never on the test set; hold out a few hundred images, "
              "e.g. num_val = 500 for CIFAR-10 with 4000 labels")
@@ -205,6 +219,9 @@ def _check_trainer(space: Space, path: str) -> None:
             cfg = resolve(space.trainer_settings({**space.defaults(), **change}))
             if cfg.dataset in TRAIN_SIZES:  # the official files' size: known before loading
                 check_sizes(cfg, TRAIN_SIZES[cfg.dataset])
+            elif is_dataset_path(cfg.dataset):  # your data: counted from its files
+                counts, extra = class_counts(cfg.dataset)
+                check_sizes(cfg, int(counts.sum()) + extra)
         except ValueError as e:  # ConfigError, or a split or batch the dataset cannot hold
             if key is None:  # the defaults: name the [fixed] or searched key at fault
                 field = str(e).split(":", 1)[0]
@@ -212,6 +229,18 @@ def _check_trainer(space: Space, path: str) -> None:
                        if field in space.defaults() else field)
             rejects = "this space" if value is None else value
             raise SpaceError(f"{path}: {key}: the trainer rejects {rejects}: {e}") from e
+
+
+def _own_num_val(dataset: str, fail) -> int:
+    """Validation images for data of your own: none where it has its own validation set,
+    else 10 per class (fewer where a class has under 50 training images)."""
+    try:
+        if has_own_val(dataset):
+            return 0
+        counts, _ = class_counts(dataset)
+    except OwnDataError as e:
+        fail("dataset", str(e))
+    return len(counts) * max(1, min(10, int(counts.min()) // 5))
 
 
 def _param(name: str, spec: dict[str, Any], fail) -> Param:

@@ -84,10 +84,14 @@ def trial_bytes(architecture: str, dataset: str) -> int:
 
     from trainer.data import DATASETS
     from trainer.models import build_model
+    from trainer.own_data import inspect_classes
 
-    spec = DATASETS[dataset]
+    if dataset in DATASETS:
+        channels, classes = DATASETS[dataset].channels, DATASETS[dataset].num_classes
+    else:  # your data: colour, the larger case
+        channels, classes = 3, len(inspect_classes(dataset))
     with torch.device("meta"):  # shapes only, no memory
-        model = build_model(architecture, spec.channels, spec.num_classes)
+        model = build_model(architecture, channels, classes)
     params = sum(p.numel() for p in model.parameters())
     buffers = sum(b.numel() for b in model.buffers())
     return CHECKPOINT_COPIES * (4 * (2 * params + buffers) + (64 << 10)) + RUN_FILES_BYTES

@@ -25,6 +25,7 @@ from study.gpu_share import cap_cuda_memory
 from trainer import checkpoint, resolve, train
 from trainer.device import resolve_device
 from trainer.loop import TrainingDiverged
+from trainer.own_data import fingerprint
 from trainer.rundir import write_json
 
 RUN_DIR = "run"  # inside the trial directory: config.json, metrics.csv, summary.json, ...
@@ -68,12 +69,34 @@ def _restore(latest: tune.Checkpoint, folder: str) -> str:
     return target
 
 
+class DataNotHere(RuntimeError):
+    """This node lacks the study's data of your own, or holds another copy of it."""
+
+
+def check_data(dataset: str | None, expected: str | None) -> None:
+    """Fail at once, naming this node, where your data is missing or differs from what the
+    driver saw (its fingerprint in study.json)."""
+    if expected is None or dataset is None:
+        return
+    node = socket.gethostname()
+    if not os.path.exists(dataset):
+        raise DataNotHere(f"node {node}: the study's data {dataset} does not exist here; every "
+                          "node must hold it at the same path (a shared file system, or a "
+                          "file mount: docs/cluster.md)")
+    found = fingerprint(dataset)
+    if found != expected:
+        raise DataNotHere(f"node {node}: the data at {dataset} differs from the copy the "
+                          f"driver saw (fingerprint {found}, study.json has {expected}); give "
+                          "every node the same copy")
+
+
 def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     """Train one trial: `base` (study-wide trainer settings) overridden by `config` (sampled)."""
     config, base = dict(config), dict(base)
     share = base.pop("gpu_share", None)  # the trial's GPU fraction, when its memory is capped
     cap = cap_cuda_memory(share) if share and resolve_device(base["device"]).type == "cuda" \
         else None
+    check_data(base.get("dataset"), base.pop("data_fingerprint", None))
     arms = base.pop("variants", None)
     if arms is not None:  # a reproduce study: the arm's values, then this trial's seed
         config = {**arms[config.pop("variant")], **config}

@@ -206,7 +206,7 @@ def train(cfg: Config, report: ReportHook | None = None,
             if not history or test_acc > best:
                 best, best_step = test_acc, step
             val = {}
-            if cfg.num_val:
+            if len(data.split.val):  # num_val drawn, or your data's own val/
                 val_loss, val_acc = (v.item() for v in evaluate(model, data, runtime,
                                                                 subset="val"))
                 if not history or val_acc > best_val:
@@ -274,7 +274,7 @@ def _summary(cfg: Config, runtime: Runtime, history: list[dict], best: float, be
         "final_test_error": 1.0 - last["test_accuracy"], "best_test_error": 1.0 - best,
         "wall_seconds": last["elapsed_seconds"],
     }
-    if cfg.num_val:
+    if "val_accuracy" in last:  # a validation set: num_val drawn, or your data's val/
         at_best = next(r for r in history if r["step"] == best_val_step)
         summary.update(final_val_accuracy=last["val_accuracy"], final_val_score=last["val_score"],
                        best_val_accuracy=at_best["val_accuracy"], best_val_step=best_val_step)

@@ -169,6 +169,12 @@ def class_counts(path: str) -> tuple[np.ndarray, int]:
     return counts, extra
 
 
+def has_own_val(path: str) -> bool:
+    """The data carries its validation set: a val/ folder, or x_val in the .npz."""
+    return os.path.isdir(os.path.join(path, "val")) if os.path.isdir(path) else \
+        has_key(path, "x_val")
+
+
 def has_key(path: str, key: str) -> bool:
     with _npz(path) as z:
         return key in z.files
@@ -188,9 +194,12 @@ def own_preset(path: str, given: dict) -> dict:
     classes = len(counts)
     per_class = int(counts.min())
     num_val = given.get("num_val") or 0
-    # Every labeled image the smallest class allows, less the validation images drawn
-    # beside them.
+    # With unlabeled/ images: every labeled image the smallest class allows, less the
+    # validation images drawn beside them. Without: a tenth of each class, the rest of
+    # train/ serving as the unlabeled images.
     labeled = per_class - (0 if given.get("val_from_labeled") else num_val // classes)
+    if not extra:
+        labeled = min(labeled, max(1, per_class // 10))
     pool = int(counts.sum()) + extra
     batch = given.get("batch_size") or (64 if pool < 10_000 else 128)
     # About 50 passes over the training images, in whole hundreds of steps; the schedule
@@ -204,17 +213,20 @@ def own_preset(path: str, given: dict) -> dict:
 
 
 def fingerprint(path: str) -> str:
-    """A digest of what the data is: every file's path, size and modification time (a
-    folder), or the file's bytes (.npz). Another node's copy that differs shows here."""
+    """A digest of what the data is, the same on every node that holds the same copy:
+    every image's path and size (a folder), or the file's size and its first and last MiB
+    (.npz). Modification times are left out: copies to other nodes rarely keep them."""
     h = hashlib.sha256()
     if os.path.isdir(path):
         for f in _image_files(path):
-            st = os.stat(f)
-            h.update(f"{os.path.relpath(f, path)}\0{st.st_size}\0{int(st.st_mtime)}\n".encode())
+            h.update(f"{os.path.relpath(f, path)}\0{os.path.getsize(f)}\n".encode())
     else:
+        size = os.path.getsize(path)
+        h.update(str(size).encode())
         with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+            h.update(f.read(1 << 20))
+            f.seek(max(0, size - (1 << 20)))
+            h.update(f.read(1 << 20))
     return h.hexdigest()[:16]
 
 

@@ -81,6 +81,10 @@ def test_a_study_on_cluster_yamls_autoscaling_cluster_scales_up_packs_survives_a
     assert max(record["packing"].values()) == 2
     workers = record["workers"].values()
     assert all(w["resources"]["GPU"] == 1 and w["resources"]["CPU"] == 4 for w in workers)
+    # Ray hands each trial its GPU id (the same for two trials sharing one); without CUDA
+    # the fake GPU is a resource only, and the trainer stays on the CPU.
+    assert all(a["gpu_ids"] == ["0"] and a["cuda_visible_devices"] == "0"
+               and a["device"] == "cpu" for a in record["attempts"])
     # The spot type has the higher priority: the autoscaler launched only spot workers,
     # the replacement of the lost one included.
     launched = [row["what"] for row in record["timeline"] if "requested" in row["what"]]

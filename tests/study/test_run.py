@@ -3,15 +3,19 @@
 import glob
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
 import torch
 
-from tests.study.helpers import reported_steps, trial_dirs
+from tests.study.helpers import REPO, reported_steps, trial_dirs
+from trainer.own_data import fingerprint
 
 
 def test_a_digits_study_searches_stops_poor_trials_early_and_summarises(study):
@@ -50,27 +54,6 @@ def test_a_digits_study_searches_stops_poor_trials_early_and_summarises(study):
     ot = optuna.load_study(study_name="s", storage=f"sqlite:///{path / 'optuna.db'}")
     assert len(ot.trials) == 6
     assert "study directory" in out and "chosen on validation" in out
-
-
-def test_fractional_gpus_pack_four_trials_on_one_gpu(study):
-    rc, out = study.run("--space", "digits", "--name", "p", "--num-samples", "6",
-                        "--scheduler", "fifo", "--num-gpus", "1", "--num-cpus", "8",
-                        "--gpus-per-trial", "0.25", "--cpus-per-trial", "1",
-                        "--steps-per-trial", "60", "--test-freq", "20")
-    assert rc == 0, out
-    placements = [json.loads(Path(f"{d}/run/placement.json").read_text())
-                  for d in trial_dirs(study.storage / "p")]
-    assert len(placements) == 6
-    for p in placements:
-        assert p["gpu_ids"] == ["0"] and p["cuda_visible_devices"] == "0"
-        assert p["device"] == "cpu"  # a logical GPU without CUDA: the trainer stays on CPU
-    events = sorted([(p["started"], 1) for p in placements]
-                    + [(p["last_report"], -1) for p in placements])
-    running = peak = 0
-    for _, change in events:
-        running += change
-        peak = max(peak, running)
-    assert 2 <= peak <= 4, peak
 
 
 def test_a_crashed_trial_is_retried_from_its_checkpoint(study, tmp_path):
@@ -171,3 +154,45 @@ def test_the_local_ray_instance_listens_on_loopback_only(study):
     exposed = [(raw.hex(), port) for raw, port in sockets if not is_loopback(raw)]
     assert not exposed, exposed
     study.kill(proc)
+
+
+def test_a_study_and_its_reproduction_on_a_folder_of_your_own_and_the_report_names_it(
+        study, tmp_path):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    root = tmp_path / "pens"  # digits, as a user's own folder tree of PNGs
+    for i, (im, y) in enumerate(zip(d.images, d.target)):
+        os.makedirs(root / "train" / f"class{y}", exist_ok=True)
+        Image.fromarray((im * 15).astype("uint8")).save(root / "train" / f"class{y}" / f"{i}.png")
+    rc, out = study.run("--space", "custom", "--dataset", root, "--num-samples", "2",
+                        "--steps-per-trial", "60", "--test-freq", "30", "--then-reproduce", "1")
+    assert rc == 0, out
+    search, reproduce = study.storage / "pens", study.storage / "pens-reproduce"
+    record = json.loads((search / "study.json").read_text())
+    assert record["data"]["path"] == str(root)  # absolute, as every node reads it
+    assert len(record["data"]["fingerprint"]) == 16
+    split = json.loads(Path(trial_dirs(reproduce)[0], "run", "split.json").read_text())
+    assert split["dataset"] == "pens" and split["classes"] == [f"class{c}" for c in range(10)]
+
+    report = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "analysis/report.py", str(search), str(reproduce),
+                           "--out", str(report)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    rows = pd.read_csv(report / "reproduction.csv")
+    ours = rows[rows["setting"].str.startswith("pens-")]
+    assert set(ours["arm"]) == {"MetaSemi, tuned on validation", "MetaSemi, paper's defaults",
+                                "supervised baseline"}
+    assert ours["paper_error"].isna().all()
+
+
+def test_a_study_on_data_missing_on_its_node_fails_naming_the_node(tmp_path):
+    from study.trainable import DataNotHere, check_data
+
+    with pytest.raises(DataNotHere, match=r"node .*: the study's data .*/gone does not exist"):
+        check_data(str(tmp_path / "gone"), "0123456789abcdef")
+    np.savez(tmp_path / "d.npz", x_train=np.zeros((4, 8, 8), np.uint8), y_train=np.arange(4))
+    with pytest.raises(DataNotHere, match="differs from the copy the driver saw"):
+        check_data(str(tmp_path / "d.npz"), "0123456789abcdef")
+    check_data(str(tmp_path / "d.npz"), fingerprint(str(tmp_path / "d.npz")))  # the same copy

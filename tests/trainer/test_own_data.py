@@ -151,8 +151,8 @@ def test_resnet18_trains_a_few_steps_on_64px_images():
     assert losses[-1] < losses[0]
 
 
-DIGITS = dict(architecture="digitscnn", num_label=50, batch_size=64, total_steps=300, lr=0.1,
-              warmup=50, milestones=(225,), weight_decay=5e-4, test_freq=100, seed=7788,
+DIGITS = dict(architecture="digitscnn", num_label=50, batch_size=64, total_steps=200, lr=0.1,
+              warmup=50, milestones=(150,), weight_decay=5e-4, test_freq=100, seed=7788,
               no_flip=True, device="cpu")
 
 
@@ -178,7 +178,8 @@ def test_digits_as_npz_and_as_png_folder_train_as_the_built_in_set(tmp_path):
     assert acc["npz"] == acc["built-in"]
     # The folder holds them grouped by class: the same labeled and test images (the same
     # held-out test set), drawn in another order, so another run. Within 3 points of
-    # accuracy: the seed-to-seed spread of this 300-step digits run.
+    # accuracy: five seeds of this 200-step built-in run spread over 2.4 points (standard
+    # deviation 1.0; measured 2026-11-27).
     split = json.loads((tmp_path / "folder" / "split.json").read_text())
     assert len(split["files"]["test"]) == 539
     assert abs(acc["folder"] - acc["built-in"]) < 0.03
