@@ -32,6 +32,7 @@ from trainer.config import ConfigError, config_from_dict  # noqa: E402
 from trainer.data import DatasetMissing, load_for  # noqa: E402
 from trainer.device import resolve_device  # noqa: E402
 from trainer.models import build_model  # noqa: E402
+from trainer.own_data import dataset_name, is_dataset_path  # noqa: E402
 
 GROUPS = ("labeled", "unlabeled", "test")
 GROUP_COLOURS = {"labeled": "red", "unlabeled": "tab:blue", "test": "grey"}
@@ -107,18 +108,27 @@ def feature_map(path: str, which: str = "best", data_path: str | None = None,
     perplexity = min(30.0, max(2.0, (len(points) - 1) / 3))
     xy = TSNE(n_components=2, init="pca", perplexity=perplexity,
               random_state=seed).fit_transform(points)
-    return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "group": groups,
-                         "label": np.concatenate(labels)}), cfg, ckpt
+    label = np.concatenate(labels)
+    names = data.about.get("classes") or [str(c) for c in range(data.spec.num_classes)]
+    # Your data's unlabeled/ images have no class: -1, named "unknown".
+    return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "group": groups, "label": label,
+                         "class": [names[c] if c >= 0 else "unknown" for c in label]}), cfg, ckpt
 
 
 def plot(points: pd.DataFrame, title: str, path: str) -> str:
     """Four panels, as the paper's Figure 3: each group by class, then all by group."""
     fig, axes = plt.subplots(1, 4, figsize=(20, 5.2))
     cmap = plt.get_cmap("tab10" if points["label"].max() < 10 else "tab20")
+    colour = lambda label: cmap(label % cmap.N) if label >= 0 else "lightgrey"  # noqa: E731
     for ax, group in zip(axes, GROUPS):
         g = points[points["group"] == group]
-        ax.scatter(g["x"], g["y"], c=cmap(g["label"] % cmap.N), s=6)
+        ax.scatter(g["x"], g["y"], c=[colour(v) for v in g["label"]], s=6)
         ax.set_title(f"{group} ({len(g)}), by class")
+    if "class" in points and points["label"].max() < 20:  # a legend of class names
+        classes = points.drop_duplicates("label").sort_values("label")
+        axes[0].legend(handles=[plt.Line2D([], [], marker="o", ls="", color=colour(r.label),
+                                           label=r["class"]) for _, r in classes.iterrows()],
+                       fontsize=7, markerscale=0.8, loc="best")
     for group in ("unlabeled", "test", "labeled"):  # labeled on top: the fewest points
         g = points[points["group"] == group]
         axes[3].scatter(g["x"], g["y"], c=GROUP_COLOURS[group], s=6, label=group)
@@ -158,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or os.path.join(os.path.dirname(ckpt), "features.png")
     step = checkpoint.load(ckpt)["step"]
-    plot(points, f"{cfg.method} on {cfg.dataset}-{cfg.num_label}, {cfg.architecture}, "
+    name = dataset_name(cfg.dataset) if is_dataset_path(cfg.dataset) else cfg.dataset
+    plot(points, f"{cfg.method} on {name}-{cfg.num_label}, {cfg.architecture}, "
                  f"{os.path.basename(ckpt)} at step {step}", out)
     points.to_csv(os.path.splitext(out)[0] + ".csv", index=False)
     print(f"feature map: {out} ({len(points)} points; coordinates in "
