@@ -63,14 +63,20 @@ DIGITS_TEST_FRACTION = 0.3
 DIGITS_SPLIT_SEED = 0
 
 
-def digits_test_indices(labels: np.ndarray) -> np.ndarray:
-    """The fixed digits test set: 30% of each class, drawn with numpy's default_rng(0)."""
-    rng = np.random.default_rng(DIGITS_SPLIT_SEED)
+def holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Indices of a class-balanced `fraction` of each class, drawn with default_rng(seed):
+    the test set of data that has none of its own."""
+    rng = np.random.default_rng(seed)
     test = []
     for c in range(int(labels.max()) + 1):
         idx = np.flatnonzero(labels == c)
-        test.append(rng.permutation(idx)[: int(round(DIGITS_TEST_FRACTION * len(idx)))])
+        test.append(rng.permutation(idx)[: int(round(fraction * len(idx)))])
     return np.sort(np.concatenate(test))
+
+
+def digits_test_indices(labels: np.ndarray) -> np.ndarray:
+    """The fixed digits test set: 30% of each class, drawn with numpy's default_rng(0)."""
+    return holdout(labels, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)
 
 
 def load_digits_arrays(root: str, download: bool) -> Arrays:

@@ -25,16 +25,26 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from trainer.data import Arrays, DatasetSpec, DeviceData, Split, make_split, to_device
+from trainer.data import (
+    DIGITS_SPLIT_SEED,
+    DIGITS_TEST_FRACTION,
+    Arrays,
+    DatasetSpec,
+    DeviceData,
+    Split,
+    holdout,
+    make_split,
+    to_device,
+)
 
 if TYPE_CHECKING:
     from trainer.config import Config
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Without test/ (or x_test): this fraction of each class of train/ is the test set, drawn
-# with this seed; recorded in split.json. The same as the digits set's.
-TEST_FRACTION = 0.3
-HOLDOUT_SEED = 0
+# with this seed; recorded in split.json. The digits set's own rule: its images in an .npz
+# without x_test give the built-in split exactly.
+TEST_FRACTION, HOLDOUT_SEED = DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED
 
 
 class OwnDataError(ValueError):
@@ -287,17 +297,6 @@ def _match_channels(*parts: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def holdout(labels: np.ndarray, fraction: float = TEST_FRACTION,
-            seed: int = HOLDOUT_SEED) -> np.ndarray:
-    """Indices of a class-balanced `fraction` of each class: the test set of data without one."""
-    rng = np.random.default_rng(seed)
-    test = []
-    for c in range(int(labels.max()) + 1):
-        idx = np.flatnonzero(labels == c)
-        test.append(rng.permutation(idx)[:int(round(fraction * len(idx)))])
-    return np.sort(np.concatenate(test))
-
-
 def _load_folder(root: str, image_size: int | None) -> OwnData:
     classes = inspect_classes(root)
     reader = _Images(image_size)
@@ -333,7 +332,7 @@ def _load_folder(root: str, image_size: int | None) -> OwnData:
         test_x, test_y, files["test"] = test
         test_split: str | dict = "test/"
     else:
-        held = holdout(train_y)
+        held = holdout(train_y, TEST_FRACTION, HOLDOUT_SEED)
         keep = np.setdiff1d(np.arange(len(train_y)), held)
         test_x, test_y = train_x[held], train_y[held]
         files["test"] = [train_files[i] for i in held]
@@ -410,7 +409,7 @@ def _load_npz(path: str, image_size: int | None) -> OwnData:
         test_y = _labels(arrays["y_test"], "y_test", path, len(test_x), classes)
         test_split: str | dict = "x_test"
     else:
-        held = holdout(train_y)
+        held = holdout(train_y, TEST_FRACTION, HOLDOUT_SEED)
         keep = np.setdiff1d(np.arange(len(train_y)), held)
         test_x, test_y, train_x, train_y = train_x[held], train_y[held], train_x[keep], \
             train_y[keep]
