@@ -113,7 +113,10 @@ def inspect_classes(path: str) -> list[str]:
         if not os.path.isdir(os.path.join(path, "train")):
             raise OwnDataError(f"--dataset {path}: has no train/ folder; put the labeled images "
                                "in train/<class>/ (docs/own-data.md)")
-        classes = list(_class_folders(path, "train"))
+        train = os.path.join(path, "train")
+        # Folder names only: validation reads them often, and a large tree is slow to walk.
+        classes = sorted(c for c in os.listdir(train)
+                         if os.path.isdir(os.path.join(train, c)) and not c.startswith("."))
         if len(classes) < 2:
             raise OwnDataError(f"{os.path.join(path, 'train')}: {len(classes)} class folder(s); "
                                "a classifier needs at least two, one folder per class")
