@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -197,12 +198,16 @@ def _param_space(opts: StudyOptions, space: Space) -> dict[str, Any]:
             "seed": tune.grid_search(seeds(opts, space))}
 
 
+# A folder's fingerprint walks every file: once per driver, for study.json and the trials.
+_fingerprint = functools.lru_cache(maxsize=4)(fingerprint)
+
+
 def data_record(space: Space) -> dict[str, Any]:
     """study.json's record of data of your own: its path and fingerprint, which every trial
     checks against the copy on its node."""
     if not is_dataset_path(space.dataset):
         return {}
-    return {"data": {"path": space.dataset, "fingerprint": fingerprint(space.dataset)}}
+    return {"data": {"path": space.dataset, "fingerprint": _fingerprint(space.dataset)}}
 
 
 def trial_base(opts: StudyOptions, space: Space, per_trial: dict[str, float]) -> dict[str, Any]:
@@ -214,7 +219,7 @@ def trial_base(opts: StudyOptions, space: Space, per_trial: dict[str, float]) ->
     if opts.mode == "reproduce":
         base["variants"] = variants(opts, space)
     if is_dataset_path(space.dataset):
-        base["data_fingerprint"] = fingerprint(space.dataset)  # study/trainable.py checks it
+        base["data_fingerprint"] = _fingerprint(space.dataset)  # study/trainable.py checks it
     return base
 
 
