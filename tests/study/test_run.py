@@ -156,7 +156,7 @@ def test_the_local_ray_instance_listens_on_loopback_only(study):
     study.kill(proc)
 
 
-def test_a_study_and_its_reproduction_on_a_folder_of_your_own_and_the_report_names_it(
+def test_a_reproduction_on_a_folder_of_your_own_and_the_report_names_its_rows_after_it(
         study, tmp_path):
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -166,24 +166,26 @@ def test_a_study_and_its_reproduction_on_a_folder_of_your_own_and_the_report_nam
     for i, (im, y) in enumerate(zip(d.images, d.target)):
         os.makedirs(root / "train" / f"class{y}", exist_ok=True)
         Image.fromarray((im * 15).astype("uint8")).save(root / "train" / f"class{y}" / f"{i}.png")
-    rc, out = study.run("--space", "custom", "--dataset", root, "--num-samples", "2",
-                        "--steps-per-trial", "60", "--test-freq", "30", "--then-reproduce", "1")
+    # A reproduction of the template's defaults: one Ray start for study, trials and report.
+    rc, out = study.run("--space", "custom", "--dataset", root, "--reproduce", "1",
+                        "--config", "paper", "--steps-per-trial", "60", "--test-freq", "30")
     assert rc == 0, out
-    search, reproduce = study.storage / "pens", study.storage / "pens-reproduce"
-    record = json.loads((search / "study.json").read_text())
+    reproduce = study.storage / "pens-reproduce"
+    record = json.loads((reproduce / "study.json").read_text())
     assert record["data"]["path"] == str(root)  # absolute, as every node reads it
     assert len(record["data"]["fingerprint"]) == 16
     split = json.loads(Path(trial_dirs(reproduce)[0], "run", "split.json").read_text())
     assert split["dataset"] == "pens" and split["classes"] == [f"class{c}" for c in range(10)]
 
     report = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "analysis/report.py", str(search), str(reproduce),
+    proc = subprocess.run([sys.executable, "analysis/report.py", str(reproduce),
                            "--out", str(report)], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     rows = pd.read_csv(report / "reproduction.csv")
     ours = rows[rows["setting"].str.startswith("pens-")]
-    assert set(ours["arm"]) == {"MetaSemi, tuned on validation", "MetaSemi, paper's defaults",
-                                "supervised baseline"}
+    ran = ours[ours["n"].fillna(0) > 0]
+    assert set(ran["arm"]) == {"MetaSemi, paper's defaults", "supervised baseline"}
+    assert ran["n"].tolist() == [1, 1]
     assert ours["paper_error"].isna().all()
 
 
