@@ -210,6 +210,11 @@ def check_batch(cfg: Config, labeled: int, unlabeled: int) -> None:
     each batch would repeat images, and an empty pool would never fill one."""
     # A labeled batch may exceed the labeled set: the digits preset draws 64 of 50 labels,
     # its stream straddling epochs as the authors' loader does; an empty set cannot happen.
+    if cfg.method != "supervised" and not unlabeled:
+        raise ValueError(f"num_label: no unlabeled training images are left after num_label "
+                         f"{cfg.num_label} and num_val {cfg.num_val}, so {cfg.method} has "
+                         "nothing to learn from; add unlabeled images (an unlabeled/ folder "
+                         "for data of your own), use fewer labels, or --method supervised")
     if cfg.method != "supervised" and cfg.batch_size > unlabeled:
         raise ValueError(f"batch_size: {cfg.batch_size} is larger than the {unlabeled} unlabeled "
                          f"training images left after num_label {cfg.num_label} and num_val "
@@ -229,8 +234,12 @@ def check_sizes(cfg: Config, train_size: int) -> None:
     check_batch(cfg, labeled, train_size - used)
 
 
+def _name(c: int, names: list[str] | None) -> str:
+    return f"class {names[c]!r}" if names else f"class {c}"
+
+
 def labeled_split(labels: np.ndarray, num_label: int, num_classes: int,
-                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+                  seed: int, names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Class-balanced random labeled indices (num_label / num_classes per class) and the rest."""
     per_class = num_label // num_classes
     if num_label > len(labels):
@@ -241,8 +250,9 @@ def labeled_split(labels: np.ndarray, num_label: int, num_classes: int,
     for c in range(num_classes):
         idx = np.flatnonzero(labels == c)
         if len(idx) < per_class:
-            raise ValueError(f"num_label: {per_class} labels per class asked for, but class {c} "
-                             f"has only {len(idx)} training images; use a smaller --num-label")
+            raise ValueError(f"num_label: {per_class} labels per class asked for, but "
+                             f"{_name(c, names)} has only {len(idx)} training images; use a "
+                             "smaller --num-label")
         chosen.append(rng.choice(idx, size=per_class, replace=False))
     labeled = np.sort(np.concatenate(chosen))
     unlabeled = np.setdiff1d(np.arange(len(labels)), labeled)
@@ -250,7 +260,8 @@ def labeled_split(labels: np.ndarray, num_label: int, num_classes: int,
 
 
 def authors_labeled_split(labels: np.ndarray, num_label: int, num_classes: int,
-                          seed: int) -> tuple[np.ndarray, np.ndarray]:
+                          seed: int, names: list[str] | None = None
+                          ) -> tuple[np.ndarray, np.ndarray]:
     """The authors' labeled set: Python's random seeded with `seed` shuffles all training
     indices once, and the first num_label / num_classes images of each class are labeled."""
     import random
@@ -267,9 +278,9 @@ def authors_labeled_split(labels: np.ndarray, num_label: int, num_classes: int,
             labeled.append(i)
     short = [c for c, n in taken.items() if n < per_class]
     if short:
-        raise ValueError(f"num_label: {per_class} labels per class asked for, but class "
-                         f"{short[0]} has only {taken[short[0]]} training images; use a "
-                         "smaller --num-label")
+        raise ValueError(f"num_label: {per_class} labels per class asked for, but "
+                         f"{_name(short[0], names)} has only {taken[short[0]]} training images; "
+                         "use a smaller --num-label")
     labeled = np.sort(np.asarray(labeled, dtype=np.int64))
     return labeled, np.setdiff1d(np.arange(len(labels)), labeled)
 
@@ -286,41 +297,44 @@ class Split:
 
 
 def _balanced_subset(labels: np.ndarray, pool: np.ndarray, count: int, num_classes: int,
-                     rng: np.random.Generator, what: str) -> np.ndarray:
+                     rng: np.random.Generator, what: str,
+                     names: list[str] | None) -> np.ndarray:
     per_class = count // num_classes
     chosen = []
     for c in range(num_classes):
         idx = pool[labels[pool] == c]
         if len(idx) < per_class:
             raise ValueError(f"num_val: {per_class} validation images per class asked for, but "
-                             f"class {c} has only {len(idx)} {what}; use a smaller --num-val")
+                             f"{_name(c, names)} has only {len(idx)} {what}; use a smaller "
+                             "--num-val")
         chosen.append(rng.choice(idx, size=per_class, replace=False))
     return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, np.int64)
 
 
 def make_split(labels: np.ndarray, num_classes: int, num_label: int, seed: int,
                num_val: int = 0, val_from_labeled: bool = False,
-               method: str = "random") -> Split:
+               method: str = "random", names: list[str] | None = None) -> Split:
     """Labeled, validation and unlabeled indices, class-balanced and drawn from `seed`.
 
     The validation images come from outside the labeled set (num_label keeps the paper's
     meaning), or, with val_from_labeled, out of the labeled budget (the realistic protocol).
-    They are never used for training, labeled or not.
+    They are never used for training, labeled or not. `names` (class names) go into errors.
     """
     if method not in SPLITS:
         raise ValueError(f"split: unknown split {method!r}; choose one of {list(SPLITS)}")
     draw = authors_labeled_split if method == "authors" else labeled_split
-    labeled, unlabeled = draw(labels, num_label, num_classes, seed)
+    labeled, unlabeled = draw(labels, num_label, num_classes, seed, names)
     val = np.empty(0, np.int64)
     if num_val:
         # Its own stream, so the labeled set is the same with or without a validation set.
         rng = np.random.default_rng([seed, 0x5A1])
         if val_from_labeled:
-            val = _balanced_subset(labels, labeled, num_val, num_classes, rng, "labeled images")
+            val = _balanced_subset(labels, labeled, num_val, num_classes, rng, "labeled images",
+                                   names)
             labeled = np.setdiff1d(labeled, val)
         else:
             val = _balanced_subset(labels, unlabeled, num_val, num_classes, rng,
-                                   "images outside the labeled set")
+                                   "images outside the labeled set", names)
             unlabeled = np.setdiff1d(unlabeled, val)
     return Split(labeled, unlabeled, val, method, val_from_labeled)
 

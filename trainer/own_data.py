@@ -300,7 +300,7 @@ def load_own_for(cfg: Config, device: torch.device) -> DeviceData:
         raise OwnDataError(f"--num-val {cfg.num_val}: {cfg.dataset} has a validation set of its "
                            f"own ({len(own.val_x)} images); leave --num-val at 0 to use it")
     parts = make_split(own.train_y, len(own.classes), cfg.num_label, cfg.seed, cfg.num_val,
-                       cfg.val_from_labeled, cfg.split)
+                       cfg.val_from_labeled, cfg.split, own.classes)
     n, extra = len(own.train_x), len(own.unlabeled_x)
     xs, ys = [own.train_x, own.unlabeled_x], [own.train_y, np.full(extra, -1, np.int64)]
     val = parts.val
