@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import warnings
@@ -107,3 +109,29 @@ def check_compatible(state: dict[str, Any], config: dict[str, Any], path: str) -
     if diff:
         raise CheckpointError(f"resume: {path} was written by a different run ("
                               + "; ".join(diff) + "); drop those flags to continue it as saved")
+
+
+# The parts of split.json that fix which image plays which role; a resumed run must see them
+# unchanged, the held-out test set above all (it is recomputed from the data at each start).
+SPLIT_PARTS = ("labeled", "unlabeled", "val", "test", "files", "classes")
+
+
+def split_digests(record: dict[str, Any]) -> dict[str, str]:
+    """A short digest of each part of a split record (split.json), kept in the checkpoint."""
+    return {k: hashlib.sha256(json.dumps(record.get(k), sort_keys=True).encode()).hexdigest()[:16]
+            for k in SPLIT_PARTS}
+
+
+def check_same_split(state: dict[str, Any], record: dict[str, Any], path: str) -> None:
+    """Raise CheckpointError if the data now splits otherwise than when `state` was saved
+    (the dataset's files changed); checkpoints from before digests were kept pass."""
+    saved = state.get("split_digests")
+    if not saved:
+        return
+    now = split_digests(record)
+    changed = [k for k in SPLIT_PARTS if saved.get(k) != now[k]]
+    if changed:
+        raise CheckpointError(
+            f"resume: {path} was trained on another split of {record.get('dataset', 'the data')} "
+            f"({', '.join(changed)} changed since it was saved: the data's files differ); "
+            "resume with the data as it was, or start a new run")

@@ -128,6 +128,10 @@ def train(cfg: Config, report: ReportHook | None = None,
         checkpoint.check_compatible(state, cfg.to_dict(), cfg.resume)
     data = load_for(cfg, device)
     check_batch(cfg, len(data.labeled), len(data.unlabeled))  # before a model or run directory
+    split = data.split_record()
+    if state is not None:
+        checkpoint.check_same_split(state, split, cfg.resume)
+    split_digests = checkpoint.split_digests(split)
 
     parts = build_parts(cfg, data, runtime)
     model, optimizer, labeled, unlabeled = (parts.model, parts.optimizer, parts.labeled,
@@ -156,7 +160,7 @@ def train(cfg: Config, report: ReportHook | None = None,
         "config.json", "split.json", "metrics.csv", "checkpoint.pt", "best.pt", "summary.json")}
     os.makedirs(run, exist_ok=True)
     write_json(paths["config.json"], cfg.to_dict())
-    write_json(paths["split.json"], data.split_record())
+    write_json(paths["split.json"], split)
     write_csv(paths["metrics.csv"], history)  # drops rows a crash left after the checkpoint
     from tensorboardX import SummaryWriter  # here, so the benchmark runs without it
 
@@ -228,6 +232,7 @@ def train(cfg: Config, report: ReportHook | None = None,
                 "elapsed_seconds": row["elapsed_seconds"],
                 "streams": {"labeled": labeled.state_dict(),
                             "unlabeled": unlabeled.state_dict()},
+                "split_digests": split_digests,
                 "rng": {"torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda"
                         else None}})
