@@ -74,14 +74,14 @@ def write_report(frame: pd.DataFrame, out: str) -> dict[str, str]:
         made["tuning_gain"] = os.path.join(out, "tuning_gain.csv")
 
     ablation = tables.ablation_table(frame, paper)
-    wide = tables.ablation_wide(ablation)
-    _write_table(out, "ablation", ablation)
-    md += ["## Ablation (final test error, %)", "",
-           "The paper's table: meta-gradient pseudo labels × mix-up. From `--ablation` studies "
-           "and standalone trainer runs that completed; `ablation.csv` has the optimistic "
-           "best-during-training error and the protocol of each cell.", "",
-           _write_table(out, "ablation_table", wide)]
-    made["ablation"] = os.path.join(out, "ablation.csv")
+    if len(ablation):  # none for data of your own with no --ablation study or runs
+        _write_table(out, "ablation", ablation)
+        md += ["## Ablation (final test error, %)", "",
+               "The paper's table: meta-gradient pseudo labels × mix-up. From `--ablation` "
+               "studies and standalone trainer runs that completed; `ablation.csv` has the "
+               "optimistic best-during-training error and the protocol of each cell.", "",
+               _write_table(out, "ablation_table", tables.ablation_wide(ablation))]
+        made["ablation"] = os.path.join(out, "ablation.csv")
 
     searched = frame[frame["mode"] == "search"]
     specs = {s: results.study_params(d)  # per search study, read once

@@ -47,6 +47,12 @@ def _setting_name(paper: Paper, dataset: str, num_label: int) -> str:
     return f"{dataset_name(dataset) if is_dataset_path(dataset) else dataset}-{num_label}"
 
 
+def _own_only(datasets: pd.Series) -> bool:
+    """Every result is on data of your own: the paper's settings would be empty rows."""
+    known = [d for d in datasets if isinstance(d, str)]  # a corrupt trial's is missing
+    return len(known) > 0 and all(is_dataset_path(d) for d in known)
+
+
 def _keys(paper: Paper, done: pd.DataFrame, with_paper: list[tuple[str, int]]):
     """(dataset, num_label) rows of a table: the paper's settings, then any other found."""
     found = {(d, int(n)) for d, n in zip(done["dataset"], done["num_label"])}
@@ -95,8 +101,10 @@ def reproduction_table(frame: pd.DataFrame, paper: Paper) -> pd.DataFrame:
     done = frame[frame["status"] == "completed"]
     candidates = pd.concat([_arm(done, arm) for _, arm, _ in ARMS])
     rows = []
+    # A study of data of your own only: the paper's settings would be rows of dashes.
+    settings = [] if _own_only(frame["dataset"]) else paper.settings
     for dataset, num_label in _keys(paper, candidates, [(s.dataset, s.num_label)
-                                                        for s in paper.settings]):
+                                                        for s in settings]):
         ref = paper.setting(dataset, num_label)
         here = done[(done["dataset"] == dataset) & (done["num_label"] == num_label)]
         for label, arm, method in ARMS:
@@ -122,7 +130,8 @@ def ablation_table(frame: pd.DataFrame, paper: Paper) -> pd.DataFrame:
     """Long form: one row per method and setting, the paper's error beside our final test
     error, and the optimistic best-during-training error."""
     done = frame[(frame["status"] == "completed") & frame["mode"].isin(["ablation", "run"])]
-    keys = _keys(paper, done, [(s.dataset, s.num_label) for s in paper.settings
+    settings = [] if _own_only(frame["dataset"]) else paper.settings
+    keys = _keys(paper, done, [(s.dataset, s.num_label) for s in settings
                                if any(s.dataset in errors for errors in paper.ablation.values())])
     rows = []
     for method, (meta, mixup) in METHODS.items():
@@ -263,8 +272,9 @@ def fmt_stats(mean: float, std: float, n: int) -> str:
 
 
 def reproduction_display(table: pd.DataFrame) -> pd.DataFrame:
-    """The reproduction table as strings, as printed and put in report.md."""
-    return pd.DataFrame({
+    """The reproduction table as strings, as printed and put in report.md; with no paper
+    column for a table of data of your own only."""
+    shown = pd.DataFrame({
         "setting": table["setting"], "arm": table["arm"],
         "paper error %": table["paper_error"].map(fmt_number),
         "ours: final test error %": [
@@ -277,6 +287,9 @@ def reproduction_display(table: pd.DataFrame) -> pd.DataFrame:
         "steps": table["steps"], "seeds": table["seeds"], "split": table["split"],
         "precision": table["precision"],
     })
+    if _own_only(table["dataset"]):
+        shown = shown.drop(columns=["paper error %", "difference"])
+    return shown
 
 
 def tuning_gain_display(table: pd.DataFrame) -> pd.DataFrame:

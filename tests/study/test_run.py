@@ -182,11 +182,15 @@ def test_a_reproduction_on_a_folder_of_your_own_and_the_report_names_its_rows_af
                            "--out", str(report)], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     rows = pd.read_csv(report / "reproduction.csv")
-    ours = rows[rows["setting"].str.startswith("pens-")]
-    ran = ours[ours["n"].fillna(0) > 0]
+    # Only its own rows: none of the paper's settings, which this study never ran.
+    assert set(rows["setting"]) == {"pens-120"}  # a tenth of each class labeled
+    ran = rows[rows["n"].fillna(0) > 0]
     assert set(ran["arm"]) == {"MetaSemi, paper's defaults", "supervised baseline"}
     assert ran["n"].tolist() == [1, 1]
-    assert ours["paper_error"].isna().all()
+    assert rows["paper_error"].isna().all()
+    markdown = (report / "report.md").read_text()
+    assert "| setting | arm | ours: final test error % |" in markdown  # no paper column
+    assert "CIFAR" not in markdown
 
 
 def test_a_study_on_data_missing_on_its_node_fails_naming_the_node(tmp_path):
