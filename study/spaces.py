@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any
 
-from trainer.config import Config, resolve
+from trainer.config import Config, ConfigError, expand_labels_per_class, resolve
 from trainer.data import TRAIN_SIZES, check_sizes
 from trainer.own_data import OwnDataError, class_counts, has_own_val, is_dataset_path
 
@@ -162,9 +162,15 @@ def parse_space(raw: dict[str, Any], path: str, dataset: str | None = None) -> S
 
     fixed = dict(raw.get("fixed", {}))
     for key in fixed:
-        if key not in CONFIG_FIELDS or key in RESERVED:
+        if key not in CONFIG_FIELDS | {"labels_per_class"} or key in RESERVED:
             fail(f"fixed.{key}", "not a trainer setting a space may fix; allowed: "
-                 f"{sorted(CONFIG_FIELDS - RESERVED)}")
+                 f"{sorted(CONFIG_FIELDS - RESERVED)} and labels_per_class")
+    try:  # labels_per_class = N stands for num_label = N x the dataset's classes
+        fixed = {k: v for k, v in expand_labels_per_class(
+            {"dataset": raw["dataset"], **fixed}).items() if k != "dataset"}
+    except ConfigError as e:
+        fail("fixed.labels_per_class" if "labels_per_class" in str(e) else "dataset",
+             str(e).split(": ", 1)[1])
 
     own = is_dataset_path(raw["dataset"])
     if own and "num_val" not in fixed:  # your data: its val/, or 10 images per class

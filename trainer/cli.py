@@ -12,7 +12,7 @@ from trainer.config import MEMORY_FORMATS, META_GRADS, METHODS, PRECISIONS, Conf
 from trainer.data import DATASETS, SPLITS, DatasetMissing
 from trainer.loop import TrainingDiverged, train
 from trainer.models import ALIASES, MODELS
-from trainer.own_data import OwnDataError, dataset_name, inspect_classes, is_dataset_path
+from trainer.own_data import dataset_name, is_dataset_path
 from trainer.rundir import NotWritable, check_writable
 
 
@@ -85,15 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace):
     """Turn parsed flags into a validated Config (checkpoint config first when resuming)."""
-    given = {k: v for k, v in vars(args).items()
-             if k not in ("mix_up", "quiet", "labels_per_class")}
-    if args.labels_per_class is not None:
-        if args.num_label is not None:
-            raise ConfigError("--labels-per-class and --num-label: give one of them")
-        if args.labels_per_class <= 0:
-            raise ConfigError(f"--labels-per-class: must be a positive integer, got "
-                              f"{args.labels_per_class}")
-        given["num_label"] = args.labels_per_class * num_classes(args.dataset or "digits")
+    given = {k: v for k, v in vars(args).items() if k not in ("mix_up", "quiet")}
     base: dict = {}
     if args.resume:
         with warnings.catch_warnings():  # train() warns about a fallback, once
@@ -106,25 +98,14 @@ def config_from_args(args: argparse.Namespace):
     if args.mix_up:
         method = given.get("method") or base.get("method") or "metasemi"
         given["method"] = {"supervised": "mixup", "meta": "metasemi"}.get(method, method)
+    if args.labels_per_class is not None:
+        base.pop("num_label", None)  # a resumed run's own count gives way to the per-class one
     merged = {**base, **{k: v for k, v in given.items() if v is not None}}
     cfg = resolve(merged)
     if args.save_path is None and not args.resume:
         name = dataset_name(cfg.dataset) if is_dataset_path(cfg.dataset) else cfg.dataset
         cfg = cfg.replace(save_path=os.path.join("runs", f"{name}-{cfg.method}-seed{cfg.seed}"))
     return cfg
-
-
-def num_classes(dataset: str) -> int:
-    """Classes of a built-in dataset, or of data of your own (read from its folders/labels)."""
-    if dataset in DATASETS:
-        return DATASETS[dataset].num_classes
-    if not is_dataset_path(dataset):
-        raise ConfigError(f"dataset: unknown dataset {dataset!r}; choose one of "
-                          f"{sorted(DATASETS)}, or give the path of your own data")
-    try:
-        return len(inspect_classes(dataset))
-    except OwnDataError as e:
-        raise ConfigError(f"dataset: {e}") from e
 
 
 # What a run prints at start: the settings a user most often needs to see, resolved.

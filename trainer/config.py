@@ -135,9 +135,43 @@ def parse_milestones(text: str | list | tuple) -> tuple[int, ...]:
     return tuple(out)
 
 
+def dataset_classes(dataset: str) -> int:
+    """Classes of a built-in dataset, or of data of your own (from its folder names or labels,
+    before loading); ConfigError for an unknown name or unreadable data."""
+    from trainer.data import DATASETS
+    from trainer.own_data import OwnDataError, inspect_classes, is_dataset_path
+
+    if dataset in DATASETS:
+        return DATASETS[dataset].num_classes
+    if not is_dataset_path(dataset):
+        raise ConfigError(f"dataset: unknown dataset {dataset!r}; choose one of "
+                          f"{sorted(DATASETS)}, or give the path of a folder or .npz file of "
+                          "your own")
+    try:
+        return len(inspect_classes(dataset))
+    except OwnDataError as e:
+        raise ConfigError(f"dataset: {e}") from e
+
+
+def expand_labels_per_class(settings: dict[str, Any]) -> dict[str, Any]:
+    """`labels_per_class` N, where given, as num_label = N x the dataset's classes."""
+    if settings.get("labels_per_class") is None:
+        return {k: v for k, v in settings.items() if k != "labels_per_class"}
+    n = settings["labels_per_class"]
+    if settings.get("num_label") is not None:
+        raise ConfigError("labels_per_class: give it or num_label, not both")
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ConfigError(f"labels_per_class: must be a positive integer, got {n!r}")
+    rest = {k: v for k, v in settings.items() if k != "labels_per_class"}
+    return {**rest, "num_label": n * dataset_classes(str(settings.get("dataset",
+                                                                      Config.dataset)))}
+
+
 def resolve(overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults, then the dataset's preset, then the explicit overrides (None = not given)."""
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    """Defaults, then the dataset's preset, then the explicit overrides (None = not given);
+    `labels_per_class` may stand for num_label."""
+    given = expand_labels_per_class(
+        {k: v for k, v in (overrides or {}).items() if v is not None})
     unknown = set(given) - {f.name for f in dataclasses.fields(Config)}
     if unknown:
         raise ConfigError(f"unknown config field(s): {sorted(unknown)}")
@@ -164,23 +198,13 @@ def resolve(overrides: dict[str, Any] | None = None) -> Config:
 
 def validate(cfg: Config) -> Config:
     """Check every field once, at the edge; raise ConfigError naming the first bad field."""
-    from trainer.data import DATASETS, SPLITS
+    from trainer.data import SPLITS
     from trainer.models import MODELS
 
     def fail(name: str, msg: str) -> None:
         raise ConfigError(f"{name}: {msg}")
 
-    num_classes = DATASETS[cfg.dataset].num_classes if cfg.dataset in DATASETS else 0
-    if not num_classes:
-        from trainer.own_data import OwnDataError, inspect_classes, is_dataset_path
-
-        if not is_dataset_path(cfg.dataset):
-            fail("dataset", f"unknown dataset {cfg.dataset!r}; choose one of {sorted(DATASETS)}"
-                 ", or give the path of a folder or .npz file of your own")
-        try:
-            num_classes = len(inspect_classes(cfg.dataset))
-        except OwnDataError as e:
-            fail("dataset", str(e))
+    num_classes = dataset_classes(cfg.dataset)
     if cfg.architecture not in MODELS:
         fail("architecture",
              f"unknown architecture {cfg.architecture!r}; choose one of {sorted(MODELS)}")
@@ -239,4 +263,4 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 __all__ = ["Config", "ConfigError", "PRESETS", "METHODS", "PRECISIONS", "MEMORY_FORMATS",
            "FLOAT_RANGES", "MAX_SEED", "parse_milestones", "resolve", "validate",
-           "config_from_dict"]
+           "config_from_dict", "dataset_classes", "expand_labels_per_class"]

@@ -105,6 +105,10 @@ def test_a_space_file_given_by_path_loads(tmp_path):
     (("cpus_per_trial = 1", "cpus_per_trial = nan"),
      r"fidelity.cpus_per_trial: must be a finite number >= 0, got nan"),
     (("cpus_per_trial = 1", "cpus_per_trial = 0"), r"fidelity.cpus_per_trial: must be > 0"),
+    (("num_val = 100", "num_val = 100\nlabels_per_class = 5"),
+     r"fixed.labels_per_class: give it or num_label, not both"),
+    (("num_label = 50", "labels_per_class = 0"),
+     r"fixed.labels_per_class: must be a positive integer, got 0"),
 ])
 def test_malformed_or_out_of_range_spaces_are_rejected(tmp_path, edit, message):
     old, new = edit
@@ -124,6 +128,11 @@ def test_a_file_tomllib_cannot_decode_is_named(tmp_path, content, message):
     path.write_bytes(content)
     with pytest.raises(SpaceError, match=f"{path}: {message}"):
         load_space(str(path))
+
+
+def test_labels_may_be_fixed_per_class(tmp_path):
+    space = load_space(write(tmp_path, GOOD.replace("num_label = 50", "labels_per_class = 8")))
+    assert space.fixed["num_label"] == 80 and "labels_per_class" not in space.fixed
 
 
 def test_whole_gpus_above_one_are_allowed(tmp_path):

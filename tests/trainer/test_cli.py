@@ -20,6 +20,18 @@ def test_flags_resolve_over_the_dataset_preset():
     assert cfg.save_path == os.path.join("runs", "svhn-metasemi-seed7788")
 
 
+def test_labels_per_class_counts_the_classes_of_the_dataset(tmp_path):
+    assert parse("--labels-per-class", "3").num_label == 30
+    from PIL import Image
+
+    for c in ("a", "b", "c"):  # data of your own: its classes are its folders
+        os.makedirs(tmp_path / "own" / "train" / c)
+        for i in range(10):
+            Image.new("L", (8, 8), i).save(tmp_path / "own" / "train" / c / f"{i}.png")
+    cfg = parse("--dataset", str(tmp_path / "own"), "--labels-per-class", "2")
+    assert cfg.num_label == 6
+
+
 def test_speed_flags_default_to_auto_and_can_be_set():
     cfg = parse()
     assert (cfg.precision, cfg.memory_format, cfg.compile, cfg.meta_grad) == (

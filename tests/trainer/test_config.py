@@ -71,6 +71,15 @@ def test_invalid_values_fail_naming_the_field(overrides, field):
         resolve(overrides)
 
 
+def test_labels_may_be_given_per_class():
+    assert resolve({"labels_per_class": 4}).num_label == 40  # digits: 10 classes
+    assert resolve({"dataset": "cifar100", "labels_per_class": 25}).num_label == 2500
+    with pytest.raises(ConfigError, match="labels_per_class: give it or num_label, not both"):
+        resolve({"labels_per_class": 4, "num_label": 40})
+    with pytest.raises(ConfigError, match="labels_per_class: must be a positive integer"):
+        resolve({"labels_per_class": -1})
+
+
 def test_num_label_error_says_how_to_fix_it():
     with pytest.raises(ConfigError, match="multiple of 100"):
         resolve({"dataset": "cifar100", "num_label": 1050})
