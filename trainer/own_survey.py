@@ -225,16 +225,40 @@ def estimate_bytes(path: str, image_size: int | None = None) -> int:
     return total
 
 
-def host_available() -> int:
-    """Memory the OS can give this process now (MemAvailable), in bytes."""
+def host_available(cgroup: str = "/sys/fs/cgroup") -> int:
+    """Memory this process can still take, in bytes: the OS's MemAvailable, or less where a
+    container's memory limit (cgroup v2 or v1, under `cgroup`) leaves less."""
+    free = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if free is None:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    # A container sees the whole machine in /proc/meminfo; its limit is in its cgroup.
+    for limit, usage in (("memory.max", "memory.current"),
+                         ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        try:
+            with open(os.path.join(cgroup, limit)) as f:
+                cap = f.read().strip()
+            with open(os.path.join(cgroup, usage)) as f:
+                used = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if cap.isdigit():  # "max" (v2) or a huge number (v1) means no limit
+            free = min(free, max(0, int(cap) - used))
+        break
+    return free
+
+
+def _size(nbytes: float) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20)):
+        if nbytes >= 2**shift:
+            return f"{nbytes / 2**shift:.1f} {unit}"
+    return f"{nbytes / 2**10:.1f} KiB"
 
 
 def placement(nbytes: int, device: torch.device, host_free: int,
@@ -242,12 +266,11 @@ def placement(nbytes: int, device: torch.device, host_free: int,
     """Where the images live while training: on `device` when they fit, else in (pinned)
     host memory, each batch copied over; refused, with the numbers, when the host cannot
     hold them either."""
-    gb = lambda b: f"{b / 2**30:.1f} GiB"  # noqa: E731
     if HOST_COPIES * nbytes > host_free:
         raise OwnDataError(
-            f"the images take {gb(nbytes)} decoded, and loading them needs about "
-            f"{gb(HOST_COPIES * nbytes)} of host memory, but {gb(host_free)} is available; "
-            "use --image-size to load them smaller, or fewer images")
+            f"the images take {_size(nbytes)} decoded, and loading them needs about "
+            f"{_size(HOST_COPIES * nbytes)} of host memory, but {_size(host_free)} is "
+            "available; use --image-size to load them smaller, or fewer images")
     if device_free is not None and nbytes > DEVICE_SHARE * device_free:
         return torch.device("cpu")
     return device

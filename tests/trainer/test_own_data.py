@@ -12,7 +12,14 @@ from PIL import Image
 from trainer.config import ConfigError, resolve
 from trainer.data import load_for
 from trainer.models import build_model
-from trainer.own_data import OwnDataError, estimate_bytes, load_own, own_preset, placement
+from trainer.own_data import (
+    OwnDataError,
+    estimate_bytes,
+    host_available,
+    load_own,
+    own_preset,
+    placement,
+)
 
 CPU = torch.device("cpu")
 
@@ -293,3 +300,34 @@ def test_images_stay_on_the_device_when_they_fit_else_on_the_host_else_refused()
                                            r"needs about 30\.0 GiB of host memory, but 16\.0 GiB"):
         placement(10 * gib, cuda, host_free=16 * gib, device_free=80 * gib)
     assert placement(1 * gib, CPU, host_free=64 * gib, device_free=None) == CPU
+
+
+def test_a_containers_memory_limit_is_what_the_host_has(tmp_path):
+    machine = host_available(str(tmp_path / "no-cgroup"))
+    assert machine > 0
+    (tmp_path / "v2").mkdir()  # cgroup v2: a 3 GiB limit, 1 GiB of it used
+    (tmp_path / "v2" / "memory.max").write_text(f"{3 * 2**30}\n")
+    (tmp_path / "v2" / "memory.current").write_text(f"{2**30}\n")
+    assert host_available(str(tmp_path / "v2")) == min(machine, 2 * 2**30)
+    (tmp_path / "v2" / "memory.max").write_text("max\n")  # no limit
+    assert abs(host_available(str(tmp_path / "v2")) - machine) < 2**28
+    (tmp_path / "v1" / "memory").mkdir(parents=True)
+    (tmp_path / "v1" / "memory" / "memory.limit_in_bytes").write_text("1073741824\n")
+    (tmp_path / "v1" / "memory" / "memory.usage_in_bytes").write_text("1073741824\n")
+    assert host_available(str(tmp_path / "v1")) == 0
+
+
+def test_data_too_big_for_the_host_is_refused_before_loading(tmp_path, monkeypatch):
+    import trainer.own_data
+    from trainer.loop import train
+
+    root = write_folder(tmp_path / "d", ["train"], per_class=10, size=16, mode="RGB")
+    # A host with 4 KiB to spare: the 20 colour images of 16x16 take 15 KiB decoded.
+    monkeypatch.setattr(trainer.own_data, "host_available", lambda: 4096)
+    cfg = resolve({"dataset": root, "num_label": 4, "batch_size": 2, "total_steps": 2,
+                   "device": "cpu", "save_path": str(tmp_path / "run")})
+    with pytest.raises(OwnDataError, match=r"the images take 15\.0 KiB decoded, and loading "
+                                           r"them needs about 45\.0 KiB of host memory, but "
+                                           r"4\.0 KiB is available; use --image-size"):
+        train(cfg, show_progress=False)
+    assert not (tmp_path / "run").exists()  # refused before any run directory
