@@ -386,11 +386,12 @@ def to_device(spec: DatasetSpec, arrays: Arrays, parts: Split, device: torch.dev
     stats = arrays.train_x if stats_x is None else stats_x
     channels = torch.zeros(spec.channels, dtype=torch.float64)
     squares = torch.zeros(spec.channels, dtype=torch.float64)
-    for i in range(0, len(stats), 4096):  # in chunks: no float copy of a large set
-        chunk = torch.from_numpy(stats[i:i + 4096]).double().div_(255.0).transpose(0, 1)
-        chunk = chunk.reshape(spec.channels, -1)
-        channels += chunk.sum(1)
-        squares += chunk.pow(2).sum(1)
+    # In chunks of about 4M values (32 MiB as float64): no float copy of a large set.
+    rows = max(1, 2**22 // max(1, int(np.prod(stats.shape[1:]))))
+    for i in range(0, len(stats), rows):
+        chunk = torch.from_numpy(stats[i:i + rows]).double().div_(255.0)
+        channels += chunk.sum((0, 2, 3))
+        squares += chunk.square_().sum((0, 2, 3))
     n = max(1, stats.shape[0] * stats.shape[2] * stats.shape[3])
     mean = channels / n
     std = ((squares / n - mean.pow(2)) * n / max(1, n - 1)).clamp_min(0).sqrt().clamp_min(1e-3)

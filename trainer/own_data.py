@@ -224,14 +224,14 @@ def _load_npz(path: str, image_size: int | None) -> OwnData:
     classes = inspect_classes(path)
     with open_npz(path) as z:
         arrays = {k: z[k] for k in z.files}
-    parts = {}
-    for key in ("x_train", "x_unlabeled", "x_val", "x_test"):
-        if key in arrays:
-            parts[key] = _as_nchw(arrays[key], key, path)
     for x_key, y_key in (("x_val", "y_val"), ("x_test", "y_test")):
         if (x_key in arrays) != (y_key in arrays):
             raise OwnDataError(f"{path}: has {x_key if x_key in arrays else y_key} without "
                                f"{y_key if x_key in arrays else x_key}; give both or neither")
+    parts = {}
+    for key in ("x_train", "x_unlabeled", "x_val", "x_test"):
+        if key in arrays:  # popped: an NHWC original is freed once transposed
+            parts[key] = _as_nchw(arrays.pop(key), key, path)
     if image_size:
         parts = {k: _resize(v, image_size) for k, v in parts.items()}
     else:
@@ -244,7 +244,7 @@ def _load_npz(path: str, image_size: int | None) -> OwnData:
     train_y = _labels(arrays["y_train"], "y_train", path, len(parts["x_train"]), classes)
     val_y = (_labels(arrays["y_val"], "y_val", path, len(parts["x_val"]), classes)
              if "x_val" in parts else None)
-    train_x = parts["x_train"]
+    train_x = parts.pop("x_train")  # the only reference: the held-out copy frees it
     empty = np.empty((0, *train_x.shape[1:]), np.uint8)
     if "x_test" in parts:
         test_x = parts["x_test"]
@@ -289,12 +289,15 @@ def _loaded_already(root: str, download: bool) -> Arrays:
     raise RuntimeError("data of your own is read by load_own, not through a DatasetSpec")
 
 
-def load_own_for(cfg: Config, device: torch.device) -> DeviceData:
+def load_own_for(cfg: Config, device: torch.device,
+                 storage: torch.device | None = None) -> DeviceData:
     """Your dataset on `device`: the labeled and validation images drawn from train/ as for a
-    built-in set, unlabeled/ joining the unlabeled pool, val/ (if any) as the validation set."""
+    built-in set, unlabeled/ joining the unlabeled pool, val/ (if any) as the validation set.
+    The images live on `storage` if given (the host, to try that path), else where they fit."""
     nbytes = estimate_bytes(cfg.dataset, cfg.image_size or None)
     device_free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
-    storage = placement(nbytes, device, host_available(), device_free)
+    fits = placement(nbytes, device, host_available(), device_free)  # refuses what cannot fit
+    storage = storage or fits
     own = load_own(cfg.dataset, cfg.image_size or None)
     if own.val_x is not None and cfg.num_val:
         raise OwnDataError(f"--num-val {cfg.num_val}: {cfg.dataset} has a validation set of its "
@@ -310,8 +313,12 @@ def load_own_for(cfg: Config, device: torch.device) -> DeviceData:
         ys.append(own.val_y)
     split = Split(parts.labeled, np.concatenate([parts.unlabeled, np.arange(n, n + extra)]),
                   val, parts.method, parts.val_from_labeled)
-    arrays = Arrays(np.concatenate(xs), np.concatenate(ys), own.test_x, own.test_y,
-                    own.test_split)
+    spec = spec_of(own, not cfg.no_flip)
+    # One array of training images; own's parts are dropped once it is made, so that a
+    # large set is held twice at most (own is this function's alone).
+    train_x = np.concatenate(xs) if sum(map(len, xs[1:])) else own.train_x
+    own.train_x = own.unlabeled_x = own.val_x = xs = None  # type: ignore[assignment]
+    arrays = Arrays(train_x, np.concatenate(ys), own.test_x, own.test_y, own.test_split)
     about: dict = {"dataset": own.name, "layout": own.layout, "classes": own.classes}
     if own.files:
         rows = own.files["train"] + own.files["unlabeled"] + own.files.get("val", [])
@@ -319,5 +326,5 @@ def load_own_for(cfg: Config, device: torch.device) -> DeviceData:
                           "val": [rows[i] for i in split.val], "test": own.files["test"]}
     if storage != device:
         about["images_on"] = "host"  # too large for the device: batches are copied over
-    return to_device(spec_of(own, not cfg.no_flip), arrays, split, device,
-                     stats_x=own.train_x, about=about, storage=storage)
+    return to_device(spec, arrays, split, device,
+                     stats_x=train_x[:n], about=about, storage=storage)

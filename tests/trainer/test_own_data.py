@@ -17,6 +17,7 @@ from trainer.own_data import (
     estimate_bytes,
     host_available,
     load_own,
+    load_own_for,
     own_preset,
     placement,
 )
@@ -331,3 +332,27 @@ def test_data_too_big_for_the_host_is_refused_before_loading(tmp_path, monkeypat
                                            r"4\.0 KiB is available; use --image-size"):
         train(cfg, show_progress=False)
     assert not (tmp_path / "run").exists()  # refused before any run directory
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_images_in_pinned_host_memory_train_as_images_on_the_gpu(tmp_path, monkeypatch):
+    from sklearn.datasets import load_digits
+
+    import trainer.own_data
+    from trainer.loop import train
+
+    d = load_digits()
+    np.savez(tmp_path / "digits.npz", x_train=np.rint(d.images * 255 / 16).astype(np.uint8),
+             y_train=d.target)
+    cfg = resolve({**DIGITS, "dataset": str(tmp_path / "digits.npz"), "device": "cuda",
+                   "precision": "fp32", "save_path": str(tmp_path / "gpu")})
+    host = load_own_for(cfg, torch.device("cuda"), storage=CPU)
+    assert host.train_x.device == CPU and host.train_x.is_pinned()
+    on_gpu = train(cfg, show_progress=False)["final_test_accuracy"]
+    # A GPU too small for the images: they stay in pinned host memory, batches copied over.
+    monkeypatch.setattr(trainer.own_data, "placement", lambda *a: CPU)
+    via_host = train(cfg.replace(save_path=str(tmp_path / "host")),
+                     show_progress=False)["final_test_accuracy"]
+    split = json.loads((tmp_path / "host" / "split.json").read_text())
+    assert split["images_on"] == "host"
+    assert abs(via_host - on_gpu) <= 0.01, (via_host, on_gpu)  # the same batches and steps
