@@ -22,12 +22,9 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from analysis.paper import Paper
+from trainer.methods import METHODS
 from trainer.own_data import dataset_name, is_dataset_path
 
-METHODS = {  # the paper's ablation rows: method -> (meta, mix-up)
-    "supervised": (False, False), "mixup": (False, True),
-    "meta": (True, False), "metasemi": (True, True),
-}
 # Reproduction arms, in table order: (label, which trials, the paper's method to compare).
 ARMS = (
     ("MetaSemi, tuned on validation", "tuned", "metasemi"),
@@ -134,7 +131,7 @@ def ablation_table(frame: pd.DataFrame, paper: Paper) -> pd.DataFrame:
     keys = _keys(paper, done, [(s.dataset, s.num_label) for s in settings
                                if any(s.dataset in errors for errors in paper.ablation.values())])
     rows = []
-    for method, (meta, mixup) in METHODS.items():
+    for method, meta, mixup in ((m.name, m.meta, m.mixup) for m in METHODS.values()):
         for dataset, num_label in keys:
             group = done[(done["dataset"] == dataset) & (done["num_label"] == num_label)
                          & (done["method"] == method)]

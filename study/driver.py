@@ -14,7 +14,9 @@ from typing import Any
 from study import storage
 from study.capacity import Capacity, read_capacity
 from study.spaces import Space, load_space
+from trainer import rundir
 from trainer.config import PRESETS, Config
+from trainer.methods import METHODS
 from trainer.own_data import fingerprint, is_dataset_path
 
 # Ray gives a node the loopback address (and its servers listen on loopback only) when
@@ -191,7 +193,7 @@ def _param_space(opts: StudyOptions, space: Space) -> dict[str, Any]:
         return space.tune_space()
     if opts.mode == "ablation":
         return {**space.defaults(),
-                "method": tune.grid_search(["supervised", "mixup", "meta", "metasemi"]),
+                "method": tune.grid_search(list(METHODS)),
                 "seed": tune.grid_search(seeds(opts, space))}
     # The same seeds for every arm: the tuning gain is a difference paired over seeds.
     return {"variant": tune.grid_search(list(variants(opts, space))),
@@ -273,7 +275,7 @@ def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float]):
 
 def _run_summary(trial_path: str) -> dict[str, Any] | None:
     """The trainer's summary.json of a trial on local storage, if it wrote one."""
-    path = os.path.join(trial_path, "run", "summary.json")
+    path = os.path.join(trial_path, rundir.RUN_DIR, rundir.SUMMARY)
     try:
         with open(path) as f:
             return json.load(f)

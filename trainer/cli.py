@@ -8,9 +8,17 @@ import sys
 import warnings
 
 from trainer import checkpoint
-from trainer.config import MEMORY_FORMATS, META_GRADS, METHODS, PRECISIONS, ConfigError, resolve
+from trainer.config import (
+    DEVICES,
+    MEMORY_FORMATS,
+    META_GRADS,
+    PRECISIONS,
+    ConfigError,
+    resolve,
+)
 from trainer.data import DATASETS, SPLITS, DatasetMissing
 from trainer.loop import TrainingDiverged, train
+from trainer.methods import METHODS, with_mixup
 from trainer.models import ALIASES, MODELS
 from trainer.own_data import dataset_name, is_dataset_path
 from trainer.rundir import NotWritable, check_writable
@@ -47,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="random (default): class-balanced, numpy-seeded; authors: the authors' loader "
            "(Python's random.seed(seed), one shuffle, the first k of each class)")
     a("-a", "--architecture", choices=sorted(MODELS) + sorted(ALIASES))
-    a("--method", choices=METHODS,
-      help="supervised | mixup (mix-up, no meta) | meta (no mix-up) | metasemi (default)")
+    a("--method", choices=list(METHODS),
+      help="; ".join(f"{m.name}: {m.about}" for m in METHODS.values()) + " (default: metasemi)")
     a("--mix-up", action="store_true",
       help="the authors' flag: adds mix-up to the method (meta -> metasemi, "
            "supervised -> mixup)")
@@ -69,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seed", type=int, help="seed of the labeled split, the initialisation and the batches")
     a("--test-freq", type=int, help="evaluate and checkpoint every this many steps")
     a("--log-freq", type=int, help="progress line every this many steps")
-    a("--device", choices=("auto", "cpu", "cuda"))
+    a("--device", choices=DEVICES)
     a("--precision", choices=PRECISIONS,
       help="auto (default): bf16 autocast on CUDA, fp32 on CPU; fp32 turns mixed precision off")
     a("--memory-format", choices=MEMORY_FORMATS,
@@ -97,7 +105,7 @@ def config_from_args(args: argparse.Namespace):
                 checkpoint.checkpoint_file(args.resume)))
     if args.mix_up:
         method = given.get("method") or base.get("method") or "metasemi"
-        given["method"] = {"supervised": "mixup", "meta": "metasemi"}.get(method, method)
+        given["method"] = with_mixup(method) if method in METHODS else method
     if args.labels_per_class is not None:
         base.pop("num_label", None)  # a resumed run's own count gives way to the per-class one
     merged = {**base, **{k: v for k, v in given.items() if v is not None}}

@@ -7,7 +7,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-METHODS = ("supervised", "mixup", "meta", "metasemi")
 META_GRADS = ("fd", "jvp", "exact")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -77,17 +76,22 @@ class Config:
     resume: str | None = None
 
     @property
-    def uses_meta(self) -> bool:
-        return self.method in ("meta", "metasemi")
+    def reads_unlabeled(self) -> bool:
+        """The method draws an unlabeled batch each step (trainer/methods.py)."""
+        from trainer.methods import METHODS
+
+        return METHODS[self.method].reads_unlabeled
 
     @property
     def uses_mixup(self) -> bool:
-        return self.method in ("mixup", "metasemi")
+        from trainer.methods import METHODS
+
+        return METHODS[self.method].mixup
 
     @property
     def images_per_step(self) -> int:
-        """A supervised step sees one batch; the others a labeled and an unlabeled one."""
-        return self.batch_size * (1 if self.method == "supervised" else 2)
+        """A labeled batch, and an unlabeled one for a method that reads unlabeled data."""
+        return self.batch_size * (2 if self.reads_unlabeled else 1)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -208,6 +212,8 @@ def validate(cfg: Config) -> Config:
     if cfg.architecture not in MODELS:
         fail("architecture",
              f"unknown architecture {cfg.architecture!r}; choose one of {sorted(MODELS)}")
+    from trainer.methods import METHODS
+
     if cfg.method not in METHODS:
         fail("method", f"unknown method {cfg.method!r}; choose one of {list(METHODS)}")
     if cfg.meta_grad not in META_GRADS:
@@ -261,6 +267,6 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return validate(Config(**data))
 
 
-__all__ = ["Config", "ConfigError", "PRESETS", "METHODS", "PRECISIONS", "MEMORY_FORMATS",
+__all__ = ["Config", "ConfigError", "PRESETS", "PRECISIONS", "MEMORY_FORMATS",
            "FLOAT_RANGES", "MAX_SEED", "parse_milestones", "resolve", "validate",
            "config_from_dict", "dataset_classes", "expand_labels_per_class"]

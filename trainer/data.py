@@ -55,6 +55,10 @@ class DatasetSpec:
     crop_padding: int  # random crop with this padding (the authors: 4 for CIFAR and SVHN)
     flip: bool  # random horizontal flip (not for digits or house numbers)
     load: Callable[[str, bool], Arrays]  # (root, download) -> Arrays
+    # Images in the official files (digits: 1797 less its fixed test set of 539), to refuse
+    # an impossible split or batch before anything is loaded; 0 for data of your own.
+    train_size: int = 0
+    test_size: int = 0
 
 
 # --- digits: 1797 real 8x8 images shipped inside scikit-learn -----------------------------
@@ -190,19 +194,17 @@ def load_svhn_arrays(root: str, download: bool) -> Arrays:
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "digits": DatasetSpec(10, 1, 8, 1, False, load_digits_arrays),
-    "cifar10": DatasetSpec(10, 3, 32, 4, True, _cifar_loader("cifar10")),
-    "cifar100": DatasetSpec(100, 3, 32, 4, True, _cifar_loader("cifar100")),
-    "svhn": DatasetSpec(10, 3, 32, 4, False, load_svhn_arrays),
+    "digits": DatasetSpec(10, 1, 8, 1, False, load_digits_arrays, 1258, 539),
+    "cifar10": DatasetSpec(10, 3, 32, 4, True, _cifar_loader("cifar10"), 50_000, 10_000),
+    "cifar100": DatasetSpec(100, 3, 32, 4, True, _cifar_loader("cifar100"), 50_000, 10_000),
+    "svhn": DatasetSpec(10, 3, 32, 4, False, load_svhn_arrays, 73_257, 26_032),
 }
 
 
 # --- the split: labeled, validation, unlabeled ---------------------------------------------
 
 SPLITS = ("random", "authors")
-# Training images of each dataset's official files (digits: 1797 less its fixed test set of
-# 539), to refuse an impossible split or batch before anything is loaded.
-TRAIN_SIZES = {"digits": 1258, "cifar10": 50000, "cifar100": 50000, "svhn": 73257}
+TRAIN_SIZES = {name: spec.train_size for name, spec in DATASETS.items()}
 
 
 def check_batch(cfg: Config, labeled: int, unlabeled: int) -> None:
@@ -210,12 +212,12 @@ def check_batch(cfg: Config, labeled: int, unlabeled: int) -> None:
     each batch would repeat images, and an empty pool would never fill one."""
     # A labeled batch may exceed the labeled set: the digits preset draws 64 of 50 labels,
     # its stream straddling epochs as the authors' loader does; an empty set cannot happen.
-    if cfg.method != "supervised" and not unlabeled:
+    if cfg.reads_unlabeled and not unlabeled:
         raise ValueError(f"num_label: no unlabeled training images are left after num_label "
                          f"{cfg.num_label} and num_val {cfg.num_val}, so {cfg.method} has "
                          "nothing to learn from; add unlabeled images (an unlabeled/ folder "
                          "for data of your own), use fewer labels, or --method supervised")
-    if cfg.method != "supervised" and cfg.batch_size > unlabeled:
+    if cfg.reads_unlabeled and cfg.batch_size > unlabeled:
         raise ValueError(f"batch_size: {cfg.batch_size} is larger than the {unlabeled} unlabeled "
                          f"training images left after num_label {cfg.num_label} and num_val "
                          f"{cfg.num_val}; use --batch-size {unlabeled} or less, or fewer labels "

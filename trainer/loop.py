@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from trainer import checkpoint
+from trainer import checkpoint, rundir
 from trainer.config import Config
 from trainer.data import DeviceData, IndexStream, augment, check_batch, load_for
 from trainer.device import Runtime, resolve_runtime, widen
@@ -91,9 +91,9 @@ class Parts:
     beta: torch.distributions.Beta | None
 
     def next_batch(self, cfg: Config, data: DeviceData, runtime: Runtime) -> Batch:
-        """The step's labeled batch and, unless supervised, its unlabeled one."""
+        """The step's labeled batch and, for a method that reads them, an unlabeled one."""
         x_l, y_l = draw(self.labeled, data, runtime)
-        if cfg.method == "supervised":
+        if not cfg.reads_unlabeled:
             return Batch(x_l, y_l)
         return Batch(x_l, y_l, *draw(self.unlabeled, data, runtime))
 
@@ -117,12 +117,87 @@ def build_parts(cfg: Config, data: DeviceData, runtime: Runtime) -> Parts:
                  beta)
 
 
+@dataclass
+class Record:
+    """What a run has achieved so far; every checkpoint keeps it, a resumed run restores it."""
+
+    step: int = 0
+    best: float = 0.0  # the best test accuracy, the authors' (optimistic) convention
+    best_step: int = 0
+    best_val: float = 0.0
+    best_val_step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per evaluation
+    elapsed_before: float = 0.0  # seconds trained before this process started
+
+
+def restore(state: dict[str, Any], cfg: Config, parts: Parts,
+            device: torch.device) -> Record:
+    """Load a checkpoint's model, optimizer, data streams and RNG into `parts`; its record."""
+    try:
+        parts.model.load_state_dict(state["model"])
+        parts.optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise checkpoint.CheckpointError(
+            f"resume: {cfg.resume} does not fit a {cfg.architecture} for {cfg.dataset} "
+            f"({str(e).splitlines()[0][:200]})") from e
+    parts.labeled.load_state_dict(state["streams"]["labeled"])
+    parts.unlabeled.load_state_dict(state["streams"]["unlabeled"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if device.type == "cuda" and state["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+    return Record(state["step"], state["best_test_accuracy"], state["best_step"],
+                  state.get("best_val_accuracy", 0.0), state.get("best_val_step", 0),
+                  list(state["history"]), state["elapsed_seconds"])
+
+
+def save_checkpoint(path: str, cfg: Config, parts: Parts, record: Record,
+                    split_digests: dict[str, str], device: torch.device) -> None:
+    """The whole training state at record.step: enough to resume bit for bit."""
+    checkpoint.save(path, {
+        "step": record.step, "config": cfg.to_dict(), "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(), "best_test_accuracy": record.best,
+        "best_step": record.best_step, "best_val_accuracy": record.best_val,
+        "best_val_step": record.best_val_step, "history": record.history,
+        "elapsed_seconds": record.history[-1]["elapsed_seconds"],
+        "streams": {"labeled": parts.labeled.state_dict(),
+                    "unlabeled": parts.unlabeled.state_dict()},
+        "split_digests": split_digests,
+        "rng": {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}})
+
+
+def evaluate_step(model: torch.nn.Module, data: DeviceData, runtime: Runtime,
+                  record: Record) -> dict[str, float]:
+    """Test (and validation) loss and accuracy at record.step; updates the bests."""
+    test_loss, test_acc = (v.item() for v in evaluate(model, data, runtime))
+    first = not record.history
+    if first or test_acc > record.best:
+        record.best, record.best_step = test_acc, record.step
+    out = {}
+    if len(data.split.val):  # num_val drawn, or your data's own val/
+        val_loss, val_acc = (v.item() for v in evaluate(model, data, runtime, subset="val"))
+        if first or val_acc > record.best_val:
+            record.best_val, record.best_val_step = val_acc, record.step
+        out = {"val_loss": val_loss, "val_accuracy": val_acc,
+               "val_score": selection_score([*record.history, {"val_accuracy": val_acc}])}
+    return {**out, "test_loss": test_loss, "test_accuracy": test_acc}
+
+
+def _log_row(writer, row: dict[str, float]) -> None:
+    """A metrics row into TensorBoard: test/*, val/* and train/* groups."""
+    for key, value in row.items():
+        if key != "step":
+            group = key.split("_")[0] if key.startswith(("test", "val")) else "train"
+            writer.add_scalar(f"{group}/{key}", value, row["step"])
+    writer.flush()
+
+
 def train(cfg: Config, report: ReportHook | None = None,
           show_progress: bool = True) -> dict[str, Any]:
     """Run (or resume) one training run; return the summary also written to summary.json."""
     runtime = resolve_runtime(cfg)
     device = runtime.device
-    state = None
+    state, resumed_file = None, None
     if cfg.resume:
         state, resumed_file = checkpoint.load_latest(cfg.resume)
         checkpoint.check_compatible(state, cfg.to_dict(), cfg.resume)
@@ -132,143 +207,104 @@ def train(cfg: Config, report: ReportHook | None = None,
     if state is not None:
         checkpoint.check_same_split(state, split, cfg.resume)
     split_digests = checkpoint.split_digests(split)
-
     parts = build_parts(cfg, data, runtime)
-    model, optimizer, labeled, unlabeled = (parts.model, parts.optimizer, parts.labeled,
-                                            parts.unlabeled)
-    step, best, best_step, history, elapsed_before = 0, 0.0, 0, [], 0.0
-    best_val, best_val_step = 0.0, 0
-    if state is not None:
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise checkpoint.CheckpointError(
-                f"resume: {cfg.resume} does not fit a {cfg.architecture} for {cfg.dataset} "
-                f"({str(e).splitlines()[0][:200]})") from e
-        labeled.load_state_dict(state["streams"]["labeled"])
-        unlabeled.load_state_dict(state["streams"]["unlabeled"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-        step, best, best_step = state["step"], state["best_test_accuracy"], state["best_step"]
-        history, elapsed_before = list(state["history"]), state["elapsed_seconds"]
-        best_val, best_val_step = state.get("best_val_accuracy", 0.0), state.get("best_val_step", 0)
+    record = restore(state, cfg, parts, device) if state is not None else Record()
 
     run = cfg.save_path
     paths = {name: os.path.join(run, name) for name in (
-        "config.json", "split.json", "metrics.csv", "checkpoint.pt", "best.pt", "summary.json")}
+        rundir.CONFIG, rundir.SPLIT, rundir.METRICS, rundir.CHECKPOINT, rundir.BEST,
+        rundir.SUMMARY)}
     os.makedirs(run, exist_ok=True)
-    write_json(paths["config.json"], cfg.to_dict())
-    write_json(paths["split.json"], split)
-    write_csv(paths["metrics.csv"], history)  # drops rows a crash left after the checkpoint
+    write_json(paths[rundir.CONFIG], cfg.to_dict())
+    write_json(paths[rundir.SPLIT], split)
+    write_csv(paths[rundir.METRICS], record.history)  # drops rows a crash left after the checkpoint
     from tensorboardX import SummaryWriter  # here, so the benchmark runs without it
 
-    writer = SummaryWriter(logdir=run, purge_step=step if state is not None else None)
-
-    progress = Progress(cfg.total_steps, step, enabled=show_progress)
+    writer = SummaryWriter(logdir=run, purge_step=record.step if state is not None else None)
+    progress = Progress(cfg.total_steps, record.step, enabled=show_progress)
     progress.message(f"{cfg.method} on {cfg.dataset} ({cfg.num_label} labels, "
                      f"{cfg.architecture}, {runtime.describe()}) -> {run}"
-                     + (f", resumed at step {step}" if state is not None else ""))
+                     + (f", resumed at step {record.step}" if state is not None else ""))
 
-    sums = torch.zeros(len(STAT_NAMES), device=device)
+    sums = torch.zeros(len(STAT_NAMES), device=device)  # since the last log line
     nonfinite = torch.zeros((), device=device)
     count, count_since_start, t_start = 0, 0, time.perf_counter()
     t_interval = t_start
     try:
-        while step < cfg.total_steps:
-            lr, weight = learning_rate(cfg, step), consistency_weight(cfg, step)
-            stats = train_step(model, optimizer, cfg, parts.next_batch(cfg, data, runtime),
-                               lr, weight, parts.beta, runtime.autocast)
+        while record.step < cfg.total_steps:
+            lr, weight = learning_rate(cfg, record.step), consistency_weight(cfg, record.step)
+            stats = train_step(parts.model, parts.optimizer, cfg,
+                               parts.next_batch(cfg, data, runtime), lr, weight, parts.beta,
+                               runtime.autocast)
             sums += stats
-            count_since_start += 1
             nonfinite += ~torch.isfinite(stats[0])
             count += 1
-            step += 1
-
+            count_since_start += 1
+            record.step += 1
+            step = record.step
             evaluating = step % cfg.test_freq == 0 or step == cfg.total_steps
             if not (evaluating or step % cfg.log_freq == 0):
                 continue
             # The one host-device synchronisation between evaluations.
             *means, bad = torch.cat([sums / count, nonfinite.view(1)]).tolist()
             if bad:
-                last = history[-1]["step"] if history else 0
-                message = (f"loss became NaN or infinite in {int(bad)} of the steps "
-                           f"{step - count + 1}..{step} (the last {count} steps); the last good "
-                           f"checkpoint ({paths['checkpoint.pt']}, step {last}) is kept. "
-                           "Lower --lr or --weight, or check the data.")
-                write_json(paths["summary.json"], {
-                    "status": "diverged", "error": message, "steps": last,
-                    "best_test_accuracy": best, "best_step": best_step})
-                raise TrainingDiverged(message, step=step, last_good_step=last)
+                _diverged(paths[rundir.SUMMARY], paths[rundir.CHECKPOINT], record, int(bad),
+                          count)
             stats_now = dict(zip(STAT_NAMES, means))
-            progress.show(step, stats_now, best if history else None)
+            progress.show(step, stats_now, record.best if record.history else None)
             if not evaluating:
                 continue
 
-            test_loss, test_acc = (v.item() for v in evaluate(model, data, runtime))
-            if not history or test_acc > best:
-                best, best_step = test_acc, step
-            val = {}
-            if len(data.split.val):  # num_val drawn, or your data's own val/
-                val_loss, val_acc = (v.item() for v in evaluate(model, data, runtime,
-                                                                subset="val"))
-                if not history or val_acc > best_val:
-                    best_val, best_val_step = val_acc, step
-                val = {"val_loss": val_loss, "val_accuracy": val_acc,
-                       "val_score": selection_score([*history, {"val_accuracy": val_acc}])}
+            scores = evaluate_step(parts.model, data, runtime, record)
             now = time.perf_counter()
-            row = {"step": step, "lr": lr, "weight": weight, **stats_now, **val,
-                   "test_loss": test_loss, "test_accuracy": test_acc,
-                   "best_test_accuracy": best,
-                   "elapsed_seconds": elapsed_before + now - t_start,
+            row = {"step": step, "lr": lr, "weight": weight, **stats_now, **scores,
+                   "best_test_accuracy": record.best,
+                   "elapsed_seconds": record.elapsed_before + now - t_start,
                    "images_per_second": count * cfg.images_per_step / max(now - t_interval, 1e-9)}
-            history.append(row)
-            checkpoint.save(paths["checkpoint.pt"], {
-                "step": step, "config": cfg.to_dict(), "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "best_test_accuracy": best,
-                "best_step": best_step, "best_val_accuracy": best_val,
-                "best_val_step": best_val_step, "history": history,
-                "elapsed_seconds": row["elapsed_seconds"],
-                "streams": {"labeled": labeled.state_dict(),
-                            "unlabeled": unlabeled.state_dict()},
-                "split_digests": split_digests,
-                "rng": {"torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda"
-                        else None}})
-            if best_step == step:
-                copy_file(paths["checkpoint.pt"], paths["best.pt"])
-            write_csv(paths["metrics.csv"], history)
-            for key, value in row.items():
-                if key != "step":
-                    group = key.split("_")[0] if key.startswith(("test", "val")) else "train"
-                    writer.add_scalar(f"{group}/{key}", value, step)
-            writer.flush()
-            progress.message(f"step {step}: test accuracy {test_acc:.4f} "
-                             f"(best {best:.4f} at step {best_step})")
+            record.history.append(row)
+            save_checkpoint(paths[rundir.CHECKPOINT], cfg, parts, record, split_digests, device)
+            if record.best_step == step:
+                copy_file(paths[rundir.CHECKPOINT], paths[rundir.BEST])
+            write_csv(paths[rundir.METRICS], record.history)
+            _log_row(writer, row)
+            progress.message(f"step {step}: test accuracy {scores['test_accuracy']:.4f} "
+                             f"(best {record.best:.4f} at step {record.best_step})")
             if step == cfg.total_steps:  # before the hook: a study may sync the run dir then
-                write_json(paths["summary.json"],
-                           _summary(cfg, runtime, history, best, best_step, best_val_step))
+                write_json(paths[rundir.SUMMARY], _summary(cfg, runtime, record))
             if report is not None:
-                report(row, paths["checkpoint.pt"])
+                report(row, paths[rundir.CHECKPOINT])
             sums.zero_()
             count, t_interval = 0, time.perf_counter()
     finally:
         progress.close()
         writer.close()
 
-    summary = _summary(cfg, runtime, history, best, best_step, best_val_step)
+    summary = _summary(cfg, runtime, record)
     if not count_since_start:  # resumed a finished run: complete its (maybe new) directory
-        if os.path.abspath(resumed_file) != os.path.abspath(paths["checkpoint.pt"]):
-            copy_file(resumed_file, paths["checkpoint.pt"])
-        write_json(paths["summary.json"], summary)
+        if os.path.abspath(resumed_file) != os.path.abspath(paths[rundir.CHECKPOINT]):
+            copy_file(resumed_file, paths[rundir.CHECKPOINT])
+        write_json(paths[rundir.SUMMARY], summary)
     return summary
 
 
-def _summary(cfg: Config, runtime: Runtime, history: list[dict], best: float, best_step: int,
-             best_val_step: int) -> dict[str, Any]:
+def _diverged(summary_path: str, checkpoint_path: str, record: Record, bad: int,
+              count: int) -> None:
+    """Write a diverged summary naming the last good checkpoint, and raise TrainingDiverged."""
+    last = record.history[-1]["step"] if record.history else 0
+    step = record.step
+    message = (f"loss became NaN or infinite in {bad} of the steps {step - count + 1}..{step} "
+               f"(the last {count} steps); the last good checkpoint ({checkpoint_path}, step "
+               f"{last}) is kept. Lower --lr or --weight, or check the data.")
+    write_json(summary_path, {"status": "diverged", "error": message, "steps": last,
+                              "best_test_accuracy": record.best, "best_step": record.best_step})
+    raise TrainingDiverged(message, step=step, last_good_step=last)
+
+
+def _summary(cfg: Config, runtime: Runtime, record: Record) -> dict[str, Any]:
     """summary.json. best_test_* is the authors' convention (the maximum over evaluations,
     an optimistic figure); final_test_* is the last evaluation, what tables report."""
+    history, best, best_step = record.history, record.best, record.best_step
+    best_val_step = record.best_val_step
     last = history[-1]
     summary = {
         "status": "completed", "dataset": cfg.dataset, "method": cfg.method,

@@ -18,17 +18,14 @@ from trainer.config import Config, resolve
 from trainer.data import DATASETS, DeviceData, Split
 from trainer.device import Runtime, resolve_runtime
 from trainer.loop import Parts, build_parts, evaluate
-from trainer.step import Batch, train_step
-
-# Training and test set sizes of the datasets benchmarked (CIFAR-10's, digits' split).
-SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "svhn": (73_257, 26_032),
-         "digits": (1_257, 540)}
+from trainer.methods import Batch
+from trainer.step import train_step
 
 
 def synthetic_data(dataset: str, device: torch.device, seed: int = 0) -> DeviceData:
     """Random images and labels with the dataset's shape, class count and split, on `device`."""
     spec = DATASETS[dataset]
-    n_train, n_test = SIZES[dataset]
+    n_train, n_test = spec.train_size, spec.test_size
     rng = np.random.default_rng(seed)
     shape = (spec.channels, spec.size, spec.size)
 
