@@ -1,4 +1,5 @@
-"""`python analysis/features.py RUN_DIR`: the paper's Figure 3, a t-SNE map of features.
+"""`python analysis/features.py RUN_DIR` (or `python -m analysis.features`): the paper's Figure 3,
+a t-SNE map of features.
 
 The penultimate-layer features of a trained network (its `features` module, before the
 linear head) for labeled, unlabeled and test points, embedded in 2-D with t-SNE and
@@ -8,31 +9,25 @@ drawn coloured by true class, one panel per group and one with the groups togeth
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
-if __name__ == "__main__" and not __package__:  # run as a script: import the package by name
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-    sys.path.insert(0, os.path.dirname(_here))
-
-import json  # noqa: E402
-
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.manifold import TSNE
 
-from trainer import checkpoint  # noqa: E402
-from trainer.config import ConfigError, config_from_dict  # noqa: E402
-from trainer.data import DatasetMissing, load_for  # noqa: E402
-from trainer.device import resolve_device  # noqa: E402
-from trainer.models import build_model  # noqa: E402
-from trainer.own_data import dataset_name, is_dataset_path  # noqa: E402
+from trainer import checkpoint, rundir
+from trainer.config import DEVICES, ConfigError, config_from_dict
+from trainer.data import DatasetMissing, load_for
+from trainer.device import resolve_device
+from trainer.models import build_model
+from trainer.own_data import dataset_name, is_dataset_path
 
 GROUPS = ("labeled", "unlabeled", "test")
 GROUP_COLOURS = {"labeled": "red", "unlabeled": "tab:blue", "test": "grey"}
@@ -47,7 +42,7 @@ def _checkpoint_path(path: str, which: str) -> str:
         return path
     if not os.path.isdir(path):
         raise FeaturesError(f"{path}: no such run directory or checkpoint file")
-    found = os.path.join(path, f"{which}.pt" if which == "best" else "checkpoint.pt")
+    found = os.path.join(path, rundir.BEST if which == "best" else rundir.CHECKPOINT)
     if not os.path.isfile(found):
         raise FeaturesError(f"{path}: no {os.path.basename(found)} in this folder; give a "
                             "trainer run directory (--save-path of python -m trainer) or a "
@@ -77,7 +72,7 @@ def feature_map(path: str, which: str = "best", data_path: str | None = None,
         raise FeaturesError(f"{ckpt}: cannot be used ({e})") from e
     dev = resolve_device(cfg.device)
     data = load_for(cfg.replace(download=False), dev)
-    split_file = os.path.join(os.path.dirname(ckpt), "split.json")
+    split_file = os.path.join(os.path.dirname(ckpt), rundir.SPLIT)
     if os.path.isfile(split_file):
         with open(split_file) as f:
             saved = json.load(f)["labeled"]
@@ -154,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-point", type=int, help="at most this many points per group")
     p.add_argument("--data-path", help="dataset folder, if not the run's own")
     p.add_argument("--out", help="PNG file (default: RUN_DIR/features.png)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--seed", type=int, default=0, help="point sampling and t-SNE seed")
     args = p.parse_args(argv)
     if args.num_point is not None and args.num_point < 2:

@@ -1,4 +1,5 @@
-"""`python analysis/report.py STUDY_OR_RUN_DIR... [--out DIR]`: tables, plots and report.md.
+"""`python analysis/report.py STUDY_OR_RUN_DIR... [--out DIR]` (or `python -m analysis.report`):
+tables, plots and report.md.
 
 Reads what study/run.py and python -m trainer wrote; works on a study that is still
 running (its rows are marked partial) and prints the reproduction table.
@@ -10,17 +11,12 @@ import argparse
 import os
 import sys
 
-if __name__ == "__main__" and not __package__:  # run as a script: import the package by name
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-    sys.path.insert(0, os.path.dirname(_here))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from analysis import plots, results, tables  # noqa: E402
-from analysis.importance import importance  # noqa: E402
-from analysis.paper import load_paper  # noqa: E402
-from trainer.rundir import NotWritable, atomic_write, check_writable  # noqa: E402
+from analysis import plots, results, tables
+from analysis.importance import importance
+from analysis.paper import load_paper
+from trainer.rundir import NotWritable, atomic_write, check_writable
 
 TOP_K = 10
 
@@ -166,8 +162,8 @@ def _unfinished(frame: pd.DataFrame) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python analysis/report.py", description=__doc__.split(
-        "\n")[0].split(": ", 1)[1])
+    p = argparse.ArgumentParser(prog="python analysis/report.py",
+                                description="tables, plots and report.md")
     p.add_argument("paths", nargs="+", metavar="STUDY_OR_RUN_DIR",
                    help="study directories, trainer run directories, or folders of them")
     p.add_argument("--out", default="reports", help="folder for the report (default: reports)")

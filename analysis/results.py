@@ -8,20 +8,25 @@ same kind of row, built from the trainer's own files; Ray is never imported.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pandas as pd
 
-# The trainer settings that become columns (paths and display switches are left out).
-CONFIG_COLUMNS = ("dataset", "num_label", "num_val", "val_from_labeled", "split", "method",
-                  "architecture", "meta_grad", "seed", "weight", "alpha", "lr", "warmup",
-                  "weight_decay", "epsilon", "momentum", "gamma", "milestones", "batch_size",
-                  "total_steps", "test_freq", "precision")
+from trainer import rundir
+from trainer.checkpoint import ABSENT_MEANS
+from trainer.config import Config
+
+# The trainer settings that become columns: every Config field but those that say where or
+# how a run ran rather than what it computed (precision stays: tables report it).
+NOT_COLUMNS = {"data_path", "download", "save_path", "resume", "device", "log_freq",
+               "memory_format", "compile"}
+CONFIG_COLUMNS = tuple(f.name for f in dataclasses.fields(Config) if f.name not in NOT_COLUMNS)
 # final_*: the last evaluation (what tables report); best_test_*: the maximum over
 # evaluations, the authors' convention, an optimistic figure; val_score: what a study
 # selects on (trainer.loop.selection_score), NaN for runs without a validation set.
@@ -30,26 +35,30 @@ RESULT_COLUMNS = ("study", "space", "mode", "kind", "variant", "trial_id", "tria
                   "final_val_accuracy", "best_val_accuracy", "final_test_accuracy",
                   "final_test_error", "best_test_accuracy", "best_test_error",
                   "wall_seconds", "partial")
-CONFIG_DEFAULTS = {"num_val": 0, "val_from_labeled": False, "split": "random"}
+CONFIG_DEFAULTS = ABSENT_MEANS  # what a config.json from before a field existed means
 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _kind(default: Any) -> tuple[Callable[[Any], bool], str]:
+    """The check and name of what a config column holds, from the field's default."""
+    if isinstance(default, bool):
+        return (lambda v: isinstance(v, bool)), "true or false"
+    if isinstance(default, int):
+        return _is_int, "an integer"
+    if isinstance(default, float):
+        return (lambda v: _is_int(v) or isinstance(v, float)), "a number"
+    if isinstance(default, tuple):  # milestones: a JSON list
+        return (lambda v: isinstance(v, list) and all(map(_is_int, v))), "a list of integers"
+    return (lambda v: isinstance(v, str)), "a string"
+
+
 # What each config column holds; a config.json that disagrees (hand-edited, or from another
 # program) is left out as corrupt rather than breaking or skewing a table.
-CONFIG_KINDS = {
-    **{k: (_is_int, "an integer") for k in ("num_label", "num_val", "seed", "warmup",
-                                              "batch_size", "total_steps", "test_freq")},
-    **{k: (lambda v: _is_int(v) or isinstance(v, float), "a number")
-       for k in ("weight", "alpha", "lr", "weight_decay", "epsilon", "momentum", "gamma")},
-    **{k: (lambda v: isinstance(v, str), "a string")
-       for k in ("dataset", "split", "method", "architecture", "meta_grad", "precision")},
-    "val_from_labeled": (lambda v: isinstance(v, bool), "true or false"),
-    "milestones": (lambda v: isinstance(v, list) and all(map(_is_int, v)),
-                   "a list of integers"),
-}
+CONFIG_KINDS = {f.name: _kind(f.default) for f in dataclasses.fields(Config)
+                if f.name in CONFIG_COLUMNS}
 PATH_COLUMNS = ("run_dir", "study_dir")
 STATUSES = ("completed", "stopped_early", "diverged", "error", "running", "pending", "corrupt")
 # Ray Tune names a trial folder TRAINABLE_ID_NUMBER_PARAMS_DATE; the id is 8 hex digits for
@@ -79,7 +88,7 @@ def is_study(path: str) -> bool:
 
 
 def is_run(path: str) -> bool:
-    return all(os.path.isfile(os.path.join(path, f)) for f in ("config.json", "metrics.csv"))
+    return all(os.path.isfile(os.path.join(path, f)) for f in (rundir.CONFIG, rundir.METRICS))
 
 
 def discover(paths: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -109,7 +118,7 @@ def discover(paths: Iterable[str]) -> tuple[list[str], list[str]]:
 
 
 def _history(run_dir: str) -> pd.DataFrame:
-    path = os.path.join(run_dir, "metrics.csv")
+    path = os.path.join(run_dir, rundir.METRICS)
     try:
         metrics = pd.read_csv(path)
     except pd.errors.EmptyDataError:  # written before the first evaluation
@@ -128,7 +137,7 @@ def _history(run_dir: str) -> pd.DataFrame:
 def run_row(run_dir: str) -> dict[str, Any]:
     """One row from a trainer run directory: its config, metrics history and summary."""
     row: dict[str, Any] = {"run_dir": run_dir, "num_failures": 0, "reason": ""}
-    config_path = os.path.join(run_dir, "config.json")
+    config_path = os.path.join(run_dir, rundir.CONFIG)
     config = _read_json(config_path)
     if not isinstance(config, dict):
         raise CorruptFile(f"{config_path}: not a JSON object")
@@ -139,7 +148,7 @@ def run_row(run_dir: str) -> dict[str, Any]:
     if isinstance(row["milestones"], list):
         row["milestones"] = ",".join(str(m) for m in row["milestones"])
     history = _history(run_dir)
-    summary_path = os.path.join(run_dir, "summary.json")
+    summary_path = os.path.join(run_dir, rundir.SUMMARY)
     summary = _read_json(summary_path) if os.path.isfile(summary_path) else None
     if summary is not None and not isinstance(summary, dict):
         raise CorruptFile(f"{summary_path}: not a JSON object")
@@ -180,7 +189,7 @@ def _trial_row(trial_dir: str, study: str, mode: str, scheduler: str,
         os.path.basename(trial_dir), None)
     base = {"study": study, "mode": mode, "kind": "trial", "trial_id": trial_id,
             "trial_number": number, "study_dir": os.path.dirname(trial_dir)}
-    run_dir = os.path.join(trial_dir, "run")
+    run_dir = os.path.join(trial_dir, rundir.RUN_DIR)
     error_file = os.path.join(trial_dir, "error.txt")
     errors = ""
     if os.path.isfile(error_file):

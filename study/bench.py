@@ -34,6 +34,7 @@ import time
 from typing import Any
 
 from study.driver import LOCAL_ONLY_ENV, StudyOptions, chosen_trial
+from trainer import rundir
 from trainer.rundir import write_json
 
 SPACE = "digits"
@@ -64,9 +65,9 @@ def read_trials(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """One record per trial of a finished study, ordered by the time it finished."""
     trials = []
     for t in summary["trials"]:
-        run_dir = os.path.join(t["path"], "run")
-        last = _last_row(os.path.join(run_dir, "metrics.csv"))  # {} before any evaluation
-        placement = _read_json(os.path.join(run_dir, "placement.json"))
+        run_dir = os.path.join(t["path"], rundir.RUN_DIR)
+        last = _last_row(os.path.join(run_dir, rundir.METRICS))  # {} before any evaluation
+        placement = _read_json(os.path.join(run_dir, rundir.PLACEMENT))
         trials.append({
             "trial_id": t["trial_id"], "status": t["status"], "run_dir": run_dir,
             "val_score": t["val_score"],

@@ -19,7 +19,7 @@ from study.driver import (
 )
 from study.lock import StudyLocked, claim, refuse_existing
 from study.spaces import SpaceError, available, load_space
-from trainer.config import PRECISIONS, resolve
+from trainer.config import DEVICES, PRECISIONS, resolve
 from trainer.own_data import dataset_name
 
 # Options fixed when a study starts and taken from its study.json on --resume.
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--steps-per-trial", type=int, help="override the steps of every trial")
     a("--test-freq", type=int, help="override the evaluation/report interval")
     a("--data-path", default="./data", help="dataset folder on every node")
-    a("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    a("--device", choices=DEVICES, default="auto")
     a("--precision", choices=PRECISIONS,
       help="trainer precision: auto = bf16 autocast on CUDA, fp32 on CPU (the default of a "
            "search); reproduce and ablation runs default to fp32, as the authors trained")

@@ -22,6 +22,8 @@ import time
 import numpy as np
 from ray import tune
 
+from trainer import rundir
+
 FAULT_DIR_ENV, FAULT_STEP_ENV = "METASEMI_FAULT_DIR", "METASEMI_FAULT_STEP"
 STALL_DIR_ENV, STALL_STEP_ENV = "METASEMI_STALL_DIR", "METASEMI_STALL_STEP"
 STALL_AFTER_ENV, CORRUPT_ENV = "METASEMI_STALL_AFTER", "METASEMI_CORRUPT_ON_FAULT"
@@ -58,7 +60,7 @@ def _truncate_latest_checkpoint() -> None:
     """Halve checkpoint.pt of the trial's newest checkpoint in storage (local storage only)."""
     trial_dir = tune.get_context().get_storage().trial_fs_path
     latest = sorted(d for d in os.listdir(trial_dir) if d.startswith("checkpoint_"))[-1]
-    path = os.path.join(trial_dir, latest, "checkpoint.pt")
+    path = os.path.join(trial_dir, latest, rundir.CHECKPOINT)
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) // 2)
 

@@ -34,6 +34,7 @@ from study import fake_cluster
 from study.cli import build_parser, options_from_args
 from study.driver import StudyError
 from study.spaces import SpaceError, load_space
+from trainer import rundir
 from trainer.rundir import check_writable, write_json
 
 RUN_PY = Path(__file__).with_name("run.py")
@@ -79,7 +80,8 @@ class Observer:
                 self.nodes[node_id.hex()].update(
                     left=info.end_time_ms / 1000,
                     death=type(death).Reason.Name(death.reason), death_message=death.reason_message)
-        for path in glob.glob(f"{self.study_path}/run_trial_*/run/placement.json"):
+        for path in glob.glob(os.path.join(self.study_path, "run_trial_*", rundir.RUN_DIR,
+                                           rundir.PLACEMENT)):
             try:
                 with open(path) as f:
                     p = json.load(f)

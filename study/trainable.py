@@ -22,19 +22,17 @@ from ray import tune
 
 from study import faults
 from study.gpu_share import cap_cuda_memory
-from trainer import checkpoint, resolve, train
+from trainer import checkpoint, resolve, rundir, train
 from trainer.device import resolve_device
 from trainer.loop import TrainingDiverged
 from trainer.own_data import fingerprint
-from trainer.rundir import write_json
-
-RUN_DIR = "run"  # inside the trial directory: config.json, metrics.csv, summary.json, ...
+from trainer.rundir import RUN_DIR, write_json
 
 
 def _checkpoint_dir_of(checkpoint_path: str) -> tempfile.TemporaryDirectory:
     """A temporary folder holding the checkpoint file (a hard link where possible)."""
     tmp = tempfile.TemporaryDirectory(prefix="metasemi-ckpt-")
-    dst = os.path.join(tmp.name, "checkpoint.pt")
+    dst = os.path.join(tmp.name, rundir.CHECKPOINT)
     try:
         os.link(checkpoint_path, dst)
     except OSError:
@@ -53,10 +51,10 @@ def _previous_checkpoint(latest: tune.Checkpoint) -> str | None:
 
 def _restore(latest: tune.Checkpoint, folder: str) -> str:
     """Copy Tune's latest checkpoint, and the previous one as the trainer's fallback, here."""
-    target = os.path.join(folder, "checkpoint.pt")
+    target = os.path.join(folder, rundir.CHECKPOINT)
     with latest.as_directory() as d:
-        if os.path.isfile(os.path.join(d, "checkpoint.pt")):
-            shutil.copy2(os.path.join(d, "checkpoint.pt"), target)
+        if os.path.isfile(os.path.join(d, rundir.CHECKPOINT)):
+            shutil.copy2(os.path.join(d, rundir.CHECKPOINT), target)
     previous = _previous_checkpoint(latest)
     if previous is not None:
         fs = latest.filesystem
@@ -128,12 +126,12 @@ def _train_and_report(cfg, gpu_memory_cap: int | None = None) -> None:
         "device": str(resolve_device(cfg.device)), "started": time.time(),
         "resumed_from_step": resumed_from, "checkpoint_fallback": fallback,
         "gpu_memory_cap_bytes": gpu_memory_cap}
-    write_json(os.path.join(RUN_DIR, "placement.json"), placement)
+    write_json(os.path.join(RUN_DIR, rundir.PLACEMENT), placement)
     last_row: dict[str, float] = {}
 
     def report(row: dict[str, float], checkpoint_path: str) -> None:
         placement["last_report"] = time.time()
-        write_json(os.path.join(RUN_DIR, "placement.json"), placement)
+        write_json(os.path.join(RUN_DIR, rundir.PLACEMENT), placement)
         last_row.update(row)
         tmp = _checkpoint_dir_of(checkpoint_path)
         with tmp:
@@ -147,5 +145,5 @@ def _train_and_report(cfg, gpu_memory_cap: int | None = None) -> None:
         # with the trainer's reason in run/summary.json. The searcher is told the worst
         # validation score, so that it learns to avoid the region.
         placement["diverged_at_step"] = e.step
-        write_json(os.path.join(RUN_DIR, "placement.json"), placement)
+        write_json(os.path.join(RUN_DIR, rundir.PLACEMENT), placement)
         tune.report({**last_row, "step": e.step, "val_score": 0.0, "diverged": 1})

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from trainer import rundir
 from trainer.rundir import atomic_write
 
 FORMAT = 1
@@ -22,7 +23,7 @@ MUST_MATCH = ("dataset", "architecture", "num_label", "seed", "method", "num_val
 ABSENT_MEANS = {"num_val": 0, "val_from_labeled": False, "split": "random"}
 
 
-PREVIOUS = "checkpoint.prev.pt"  # the checkpoint that the latest one replaced
+PREVIOUS = rundir.PREVIOUS_CHECKPOINT
 
 
 class CheckpointError(RuntimeError):
@@ -35,7 +36,7 @@ class CheckpointFallbackWarning(UserWarning):
 
 def checkpoint_file(path: str) -> str:
     """A checkpoint file, given the file itself or the run directory that holds it."""
-    return os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
+    return os.path.join(path, rundir.CHECKPOINT) if os.path.isdir(path) else path
 
 
 def previous_file(path: str) -> str:
@@ -57,7 +58,7 @@ def load_latest(path: str) -> tuple[dict[str, Any], str]:
         return load(latest), latest
     except CheckpointError as e:
         previous = previous_file(latest)
-        if os.path.basename(latest) != "checkpoint.pt" or not os.path.isfile(previous):
+        if os.path.basename(latest) != rundir.CHECKPOINT or not os.path.isfile(previous):
             raise
         try:
             state = load(previous)

@@ -10,6 +10,18 @@ import tempfile
 from collections.abc import Callable
 from typing import IO, Any
 
+# The files of a run directory, named once: the trainer writes them, the study and the
+# analysis read them. A study keeps each trial's run directory in RUN_DIR of its folder.
+CONFIG = "config.json"  # the run's Config
+SPLIT = "split.json"  # which images are labeled, unlabeled, validation and test
+METRICS = "metrics.csv"  # one row per evaluation
+CHECKPOINT = "checkpoint.pt"  # the latest full training state
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the one it replaced, to fall back on
+BEST = "best.pt"  # the checkpoint of the best test accuracy (the authors' convention)
+SUMMARY = "summary.json"  # the run's outcome, written at the end (and on divergence)
+PLACEMENT = "placement.json"  # a study trial's node, GPU and attempts (study/trainable.py)
+RUN_DIR = "run"
+
 
 class NotWritable(OSError):
     """An output folder cannot take a file; the message names the flag and the folder."""

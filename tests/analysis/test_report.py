@@ -18,6 +18,17 @@ def script(name: str, *args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=REPO, timeout=600)
 
 
+@pytest.mark.parametrize("command", [["analysis/report.py"], ["-m", "analysis.report"],
+                                     ["analysis/features.py"], ["-m", "analysis.features"]])
+def test_each_analysis_command_runs_as_a_script_and_as_a_module(command, tmp_path):
+    # From elsewhere than the repository: the installed package is what is imported.
+    args = [str(REPO / command[0])] if command[0].endswith(".py") else command
+    done = subprocess.run([sys.executable, *args, "--help"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "usage:" in done.stdout
+
+
 def assert_picture(path: Path) -> None:
     """A valid PNG with content: many colours, not one flat background."""
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path

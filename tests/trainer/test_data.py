@@ -178,7 +178,9 @@ def test_a_corrupt_svhn_file_is_named_with_the_fix(tmp_path, damage):
 
 
 def test_the_known_training_set_sizes_are_the_real_ones():
-    assert TRAIN_SIZES["digits"] == len(DATASETS["digits"].load("", False).train_y)
+    digits = DATASETS["digits"].load("", False)
+    assert TRAIN_SIZES["digits"] == DATASETS["digits"].train_size == len(digits.train_y)
+    assert DATASETS["digits"].test_size == len(digits.test_y)
 
 
 @pytest.mark.parametrize("overrides,message", [

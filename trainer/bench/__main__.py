@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from trainer.bench import ours, packing, reference
-from trainer.config import MEMORY_FORMATS, PRECISIONS, ConfigError
+from trainer.config import DEVICES, MEMORY_FORMATS, PRECISIONS, ConfigError
 from trainer.device import resolve_device
 from trainer.rundir import write_json
 
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--networks", nargs="+", choices=sorted(NETWORKS), default=list(NETWORKS))
     a("--batch-size", type=int, help="override the networks' batch sizes (128 and 64)")
-    a("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    a("--device", default="auto", choices=DEVICES)
     a("--precision", default="auto", choices=PRECISIONS, help="ours only; reference is fp32")
     a("--memory-format", default="auto", choices=MEMORY_FORMATS)
     a("--compile", action="store_true", help="compile our model (the warm-up absorbs it)")
