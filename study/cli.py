@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import re
@@ -25,7 +26,7 @@ from trainer.own_data import dataset_name
 # Options fixed when a study starts and taken from its study.json on --resume.
 SHAPE_OF_A_STUDY = ("space", "dataset", "mode", "num_samples", "scheduler", "searcher", "seed",
                     "seeds", "config_source", "total_steps", "test_freq", "max_concurrent",
-                    "extra")
+                    "best_config")
 
 MODES_HELP = """modes:
   (default)       search: Optuna TPE over the space, ASHA early stopping, both reading only
@@ -95,42 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def options_from_args(args: argparse.Namespace) -> StudyOptions:
     """Check every option, the space, the storage and the cluster address; no trial runs yet."""
-    def positive(name: str, value, allow_zero: bool = False) -> None:
-        if value is not None and (value < 0 or (value == 0 and not allow_zero)):
-            raise StudyError(f"--{name.replace('_', '-')}: must be "
-                             f"{'>= 0' if allow_zero else '>= 1'}, got {value}")
-
-    positive("num_samples", args.num_samples)
-    positive("max_concurrent", args.max_concurrent)
-    positive("reproduce", args.reproduce)
-    positive("then_reproduce", args.then_reproduce)
-    positive("ablation", args.ablation)
-    positive("steps_per_trial", args.steps_per_trial)
-    positive("test_freq", args.test_freq)
-    positive("max_failures", args.max_failures, allow_zero=True)
-    for name in ("gpus_per_trial", "cpus_per_trial"):
-        value = getattr(args, name)
-        if value is not None and not math.isfinite(value):
-            raise StudyError(f"--{name.replace('_', '-')}: must be a finite number, got {value}")
-    positive("gpus_per_trial", args.gpus_per_trial, allow_zero=True)
-    if args.cpus_per_trial is not None and not args.cpus_per_trial > 0:
-        raise StudyError(f"--cpus-per-trial: must be > 0 (a trial needs a CPU to run on), got "
-                         f"{args.cpus_per_trial}")
-    if args.gpus_per_trial and args.gpus_per_trial > 1 and args.gpus_per_trial % 1:
-        raise StudyError(f"--gpus-per-trial: {args.gpus_per_trial}: above 1 it must be whole "
-                         "(Ray shares a GPU only in fractions of one)")
-    if sum(bool(m) for m in (args.reproduce, args.ablation, args.then_reproduce)) > 1:
-        raise StudyError("--reproduce, --then-reproduce and --ablation: choose one mode per "
-                         "command")
-    mode = "reproduce" if args.reproduce else "ablation" if args.ablation else "search"
+    _check_numbers(args)
+    mode = _mode(args)
     space = load_space(args.space, args.dataset)
-    name = args.name or (dataset_name(space.dataset) if args.dataset else space.name)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
-        raise StudyError(f"--name: {name!r}: use letters, digits, '.', '_' and '-' (not '.' or "
-                         "'..' alone: those name the storage folder or its parent)")
-    search_name = name
-    if mode != "search":
-        name = f"{name}-{mode}"
+    search_name = _check_name(args.name or (dataset_name(space.dataset) if args.dataset
+                                            else space.name))
+    name = search_name if mode == "search" else f"{search_name}-{mode}"
     opts = StudyOptions(
         space=space.path, dataset=space.dataset if args.dataset else None,
         name=name, storage_path=args.storage_path, address=args.address,
@@ -153,34 +124,88 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
     storage.check_free_space(args.storage_path,
                              trials * storage.trial_bytes(cfg.architecture, cfg.dataset))
     if args.resume:
-        from ray.tune import Tuner
-
-        if not storage.exists(opts.path) or not Tuner.can_restore(opts.path):
-            raise StudyError(f"--resume: no study {name!r} to resume at {opts.path}; check "
-                             "--name and --storage-path, or drop --resume to start it")
-        # The study's shape is what it was started with; this command only runs it.
-        saved = storage.get_json(opts.path + "/study.json")["options"]
-        for key in SHAPE_OF_A_STUDY:  # a key added since the study started keeps its default
-            setattr(opts, key, saved.get(key, getattr(opts, key)))
-        return opts
+        return _as_started(opts)
     # The study itself is claimed atomically (study/lock.py) just before it runs.
     for path in [opts.path] + ([storage.study_path(args.storage_path, f"{name}-reproduce")]
                                if args.then_reproduce else []):
         if storage.exists(path):
             refuse_existing(path, os.path.basename(path))
     if mode == "reproduce" and args.config == "best":
-        summary_path = storage.study_path(args.storage_path, search_name) + "/study_summary.json"
-        if not storage.exists(summary_path):
-            raise StudyError(f"--reproduce: no finished study {search_name!r} to take the best "
-                             f"configuration from ({summary_path} missing); run the search "
-                             "first, or pass --config paper")
-        best = storage.get_json(summary_path).get("best_config")
-        if not best:
-            raise StudyError(f"--reproduce: the study {search_name!r} has no best configuration")
-        opts.extra["best_config"] = best
+        opts = dataclasses.replace(opts, best_config=_best_config(args.storage_path,
+                                                                  search_name))
     if args.address:
         check_address(args.address)
     return opts
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Counts >= 1 (or >= 0), finite resource shares, and one mode per command."""
+    def positive(name: str, value, allow_zero: bool = False) -> None:
+        if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+            raise StudyError(f"--{name.replace('_', '-')}: must be "
+                             f"{'>= 0' if allow_zero else '>= 1'}, got {value}")
+
+    for name in ("num_samples", "max_concurrent", "reproduce", "then_reproduce", "ablation",
+                 "steps_per_trial", "test_freq"):
+        positive(name, getattr(args, name))
+    positive("max_failures", args.max_failures, allow_zero=True)
+    for name in ("gpus_per_trial", "cpus_per_trial"):
+        value = getattr(args, name)
+        if value is not None and not math.isfinite(value):
+            raise StudyError(f"--{name.replace('_', '-')}: must be a finite number, got {value}")
+    positive("gpus_per_trial", args.gpus_per_trial, allow_zero=True)
+    if args.cpus_per_trial is not None and not args.cpus_per_trial > 0:
+        raise StudyError(f"--cpus-per-trial: must be > 0 (a trial needs a CPU to run on), got "
+                         f"{args.cpus_per_trial}")
+    if args.gpus_per_trial and args.gpus_per_trial > 1 and args.gpus_per_trial % 1:
+        raise StudyError(f"--gpus-per-trial: {args.gpus_per_trial}: above 1 it must be whole "
+                         "(Ray shares a GPU only in fractions of one)")
+    if sum(bool(m) for m in (args.reproduce, args.ablation, args.then_reproduce)) > 1:
+        raise StudyError("--reproduce, --then-reproduce and --ablation: choose one mode per "
+                         "command")
+
+
+def _mode(args: argparse.Namespace) -> str:
+    return "reproduce" if args.reproduce else "ablation" if args.ablation else "search"
+
+
+def _check_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
+        raise StudyError(f"--name: {name!r}: use letters, digits, '.', '_' and '-' (not '.' or "
+                         "'..' alone: those name the storage folder or its parent)")
+    return name
+
+
+def _as_started(opts: StudyOptions) -> StudyOptions:
+    """A study to resume, with the shape it was started with: this command only runs it."""
+    from ray.tune import Tuner
+
+    if not storage.exists(opts.path) or not Tuner.can_restore(opts.path):
+        raise StudyError(f"--resume: no study {opts.name!r} to resume at {opts.path}; check "
+                         "--name and --storage-path, or drop --resume to start it")
+    return dataclasses.replace(opts, **shape_of(storage.get_json(opts.path + "/study.json")))
+
+
+def shape_of(study_json: dict) -> dict:
+    """The SHAPE_OF_A_STUDY options a study was started with, from its study.json; a key
+    added since then is absent (the command's default stands)."""
+    saved = dict(study_json["options"])
+    if "extra" in saved:  # written before best_config had a field of its own
+        saved.setdefault("best_config", (saved.pop("extra") or {}).get("best_config"))
+    return {k: saved[k] for k in SHAPE_OF_A_STUDY if k in saved}
+
+
+def _best_config(storage_path: str, search_name: str) -> dict:
+    """The configuration the finished search study chose on validation."""
+    summary_path = storage.study_path(storage_path, search_name) + "/study_summary.json"
+    if not storage.exists(summary_path):
+        raise StudyError(f"--reproduce: no finished study {search_name!r} to take the best "
+                         f"configuration from ({summary_path} missing); run the search "
+                         "first, or pass --config paper")
+    best = storage.get_json(summary_path).get("best_config")
+    if not best:
+        raise StudyError(f"--reproduce: the study {search_name!r} has no best configuration")
+    return best
 
 
 def _default_name(args: argparse.Namespace) -> str:

@@ -8,7 +8,7 @@ import json
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from study import storage
@@ -34,7 +34,7 @@ class StudyError(ValueError):
     """Bad study input, found before any trial starts; the message names the fix."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class StudyOptions:
     """Everything a study needs, validated once in study/cli.py."""
 
@@ -68,7 +68,8 @@ class StudyOptions:
     num_cpus: int | None = None  # a local Ray instance's logical resources
     num_gpus: float | None = None
     verbose: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
+    # reproduce with --config best: the configuration the search study chose on validation
+    best_config: dict[str, Any] | None = None
 
     @property
     def path(self) -> str:
@@ -174,7 +175,7 @@ def variants(opts: StudyOptions, space: Space) -> dict[str, dict[str, Any]]:
     paper = space.defaults()
     arms = {}
     if opts.config_source == "best":
-        arms["tuned"] = dict(opts.extra["best_config"])
+        arms["tuned"] = dict(opts.best_config or {})
     arms["default"] = paper
     arms["supervised"] = {**paper, "method": "supervised"}
     return arms

@@ -11,8 +11,9 @@ import dataclasses
 import math
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from trainer.config import Config, ConfigError, expand_labels_per_class, resolve
 from trainer.data import TRAIN_SIZES, check_sizes
@@ -114,17 +115,35 @@ def load_space(name_or_path: str, dataset: str | None = None) -> Space:
     return parse_space(raw, path, dataset)
 
 
+Fail = Callable[[str, str], NoReturn]  # fail(key, message): raise SpaceError naming both
+
+
 def parse_space(raw: dict[str, Any], path: str, dataset: str | None = None) -> Space:
     """Validate a parsed space file; raise SpaceError naming the first problem. A dataset
     given as a path (here or in the file) is made absolute: every node reads that path."""
-    def fail(key: str, msg: str):
+    def fail(key: str, msg: str) -> NoReturn:
         raise SpaceError(f"{path}: {key}: {msg}")
 
     if dataset is not None:
         raw = {**raw, "dataset": dataset}
     if isinstance(raw.get("dataset"), str) and is_dataset_path(raw["dataset"]):
         raw = {**raw, "dataset": os.path.abspath(os.path.expanduser(raw["dataset"]))}
+    _check_tables(raw, fail)
+    fidelity = _fidelity(raw.get("fidelity", {}), fail)
+    fixed = _fixed(raw["dataset"], dict(raw.get("fixed", {})), fail)
+    params = _params(raw.get("params", {}), fixed, fail)
+    space = Space(
+        name=os.path.basename(path)[:-5], path=os.path.abspath(path), dataset=raw["dataset"],
+        total_steps=fidelity["total_steps"], test_freq=fidelity["test_freq"],
+        grace_steps=fidelity["grace_steps"], reduction_factor=fidelity["reduction_factor"],
+        gpus_per_trial=float(fidelity["gpus_per_trial"]),
+        cpus_per_trial=float(fidelity["cpus_per_trial"]), fixed=fixed, params=tuple(params))
+    _check_trainer(space, path)
+    return space
 
+
+def _check_tables(raw: dict[str, Any], fail: Fail) -> None:
+    """Only the known top-level keys, a dataset, and tables where tables belong."""
     unknown = set(raw) - {"dataset", "fidelity", "fixed", "params"}
     if unknown:
         fail(", ".join(sorted(unknown)), "unknown top-level key(s); expected dataset, "
@@ -135,7 +154,10 @@ def parse_space(raw: dict[str, Any], path: str, dataset: str | None = None) -> S
     for table in ("fidelity", "fixed", "params"):
         if not isinstance(raw.get(table, {}), dict):
             fail(table, f"must be a table ([{table}] or [{table}.NAME]), got {raw[table]!r}")
-    fidelity = raw.get("fidelity", {})
+
+
+def _fidelity(fidelity: dict[str, Any], fail: Fail) -> dict[str, Any]:
+    """[fidelity]: steps, evaluation frequency, ASHA's grace and reduction, resources."""
     missing = FIDELITY_KEYS - set(fidelity)
     if missing or set(fidelity) - FIDELITY_KEYS:
         fail("fidelity", f"needs exactly {sorted(FIDELITY_KEYS)}; missing {sorted(missing)}, "
@@ -159,32 +181,40 @@ def parse_space(raw: dict[str, Any], path: str, dataset: str | None = None) -> S
              "or a whole number")
     if fidelity["cpus_per_trial"] == 0:
         fail("fidelity.cpus_per_trial", "must be > 0: a trial needs a CPU to run on, e.g. 1")
+    return fidelity
 
-    fixed = dict(raw.get("fixed", {}))
+
+def _fixed(dataset: str, fixed: dict[str, Any], fail: Fail) -> dict[str, Any]:
+    """[fixed]: trainer settings held constant, labels_per_class expanded, and a
+    validation set (num_val, or data of your own's val/) without which nothing is selected."""
     for key in fixed:
         if key not in CONFIG_FIELDS | {"labels_per_class"} or key in RESERVED:
             fail(f"fixed.{key}", "not a trainer setting a space may fix; allowed: "
                  f"{sorted(CONFIG_FIELDS - RESERVED)} and labels_per_class")
     try:  # labels_per_class = N stands for num_label = N x the dataset's classes
         fixed = {k: v for k, v in expand_labels_per_class(
-            {"dataset": raw["dataset"], **fixed}).items() if k != "dataset"}
+            {"dataset": dataset, **fixed}).items() if k != "dataset"}
     except ConfigError as e:
         fail("fixed.labels_per_class" if "labels_per_class" in str(e) else "dataset",
              str(e).split(": ", 1)[1])
 
-    own = is_dataset_path(raw["dataset"])
+    own = is_dataset_path(dataset)
     if own and "num_val" not in fixed:  # your data: its val/, or 10 images per class
-        fixed["num_val"] = _own_num_val(raw["dataset"], fail)
+        fixed["num_val"] = _own_num_val(dataset, fail)
     num_val = fixed.get("num_val")
-    if own and num_val == 0 and has_own_val(raw["dataset"]):
+    if own and num_val == 0 and has_own_val(dataset):
         pass  # the data's own validation set (val/ or x_val)
     elif isinstance(num_val, bool) or not isinstance(num_val, int) or num_val <= 0:
         fail("fixed.num_val", f"must be a positive integer, got {num_val!r}: a study selects "
              "on a validation split, never on the test set; hold out a few hundred images, "
              "e.g. num_val = 500 for CIFAR-10 with 4000 labels")
+    return fixed
 
+
+def _params(specs: dict[str, Any], fixed: dict[str, Any], fail: Fail) -> list[Param]:
+    """[params.NAME]: the searched trainer settings, each with its default (the first trial)."""
     params = []
-    for name, spec in raw.get("params", {}).items():
+    for name, spec in specs.items():
         key = f"params.{name}"
         if name not in CONFIG_FIELDS or name in RESERVED:
             fail(key, f"not a trainer setting; searchable: {sorted(CONFIG_FIELDS - RESERVED)}")
@@ -201,15 +231,7 @@ def parse_space(raw: dict[str, Any], path: str, dataset: str | None = None) -> S
         params.append(_param(name, spec, lambda k, m, key=key: fail(f"{key}.{k}", m)))
     if not params:
         fail("params", "no parameter to search; add a [params.NAME] table")
-
-    space = Space(
-        name=os.path.basename(path)[:-5], path=os.path.abspath(path), dataset=raw["dataset"],
-        total_steps=fidelity["total_steps"], test_freq=fidelity["test_freq"],
-        grace_steps=fidelity["grace_steps"], reduction_factor=fidelity["reduction_factor"],
-        gpus_per_trial=float(fidelity["gpus_per_trial"]),
-        cpus_per_trial=float(fidelity["cpus_per_trial"]), fixed=fixed, params=tuple(params))
-    _check_trainer(space, path)
-    return space
+    return params
 
 
 def _check_trainer(space: Space, path: str) -> None:

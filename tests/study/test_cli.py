@@ -104,3 +104,15 @@ def test_a_storage_path_that_does_not_exist_yet_is_made(tmp_path):
     storage = tmp_path / "new" / "studies"
     opts = options_from_args(build_parser().parse_args(["--storage-path", str(storage)]))
     assert storage.is_dir() and opts.path == str(storage / "digits")
+
+
+def test_a_resumed_study_takes_its_shape_from_study_json_old_or_new():
+    from study.cli import SHAPE_OF_A_STUDY, shape_of
+
+    new = {"options": {"mode": "reproduce", "seeds": 2, "best_config": {"lr": 0.05},
+                       "verbose": 0, "address": "auto"}}
+    assert shape_of(new) == {"mode": "reproduce", "seeds": 2, "best_config": {"lr": 0.05}}
+    # study.json written before best_config had a field of its own kept it in "extra"
+    old = {"options": {"mode": "reproduce", "extra": {"best_config": {"lr": 0.05}}}}
+    assert shape_of(old) == {"mode": "reproduce", "best_config": {"lr": 0.05}}
+    assert set(shape_of(new)) <= set(SHAPE_OF_A_STUDY)
