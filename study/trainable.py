@@ -8,25 +8,57 @@ the trial's working directory, synced to the study's storage as artifacts.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import socket
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow.fs
 import ray
 from ray import tune
 
-from study import faults
 from study.gpu_share import cap_cuda_memory
 from trainer import checkpoint, resolve, rundir, train
 from trainer.device import resolve_device
-from trainer.loop import TrainingDiverged
+from trainer.loop import RunHooks, TrainingDiverged
 from trainer.own_data import fingerprint
 from trainer.rundir import RUN_DIR, write_json
+
+# "module:function", a function returning TrialHooks: how the reliability tests take part in
+# every trial of a study (tests/study/faults.py). Unset, trials run with no hooks.
+TRIAL_HOOKS_ENV = "METASEMI_TRIAL_HOOKS"
+
+
+@dataclass(frozen=True)
+class TrialHooks:
+    """Doors into each trial: the trainer's own (RunHooks), and a call after each report to
+    Tune with the step reported (where a test crashes a trial on purpose)."""
+
+    run: RunHooks = RunHooks()
+    after_report: Callable[[int], None] | None = None
+
+
+def trial_hooks() -> TrialHooks:
+    """The hooks named by METASEMI_TRIAL_HOOKS, or none."""
+    named = os.environ.get(TRIAL_HOOKS_ENV)
+    if not named:
+        return TrialHooks()
+    module, _, function = named.partition(":")
+    try:
+        hooks = getattr(importlib.import_module(module), function)()
+    except (ImportError, AttributeError) as e:
+        raise RuntimeError(f"{TRIAL_HOOKS_ENV}={named!r}: cannot load it ({e}); give "
+                           "module:function of a function that returns TrialHooks") from e
+    if not isinstance(hooks, TrialHooks):
+        raise RuntimeError(f"{TRIAL_HOOKS_ENV}={named!r} returned {type(hooks).__name__}, "
+                           "not TrialHooks")
+    return hooks
 
 
 def _checkpoint_dir_of(checkpoint_path: str) -> tempfile.TemporaryDirectory:
@@ -100,17 +132,16 @@ def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
         config = {**arms[config.pop("variant")], **config}
     settings = {**base, **config, "save_path": os.path.abspath(RUN_DIR)}
     os.makedirs(RUN_DIR, exist_ok=True)
-    faults.install_checkpoint_stall()
-    faults.install_test_label_permutation()
     # Outside the working directory, which Tune syncs to storage as the trial's artifacts.
     with tempfile.TemporaryDirectory(prefix="metasemi-restore-") as restore_dir:
         latest = tune.get_checkpoint()
         if latest is not None:
             settings["resume"] = _restore(latest, restore_dir)
-        _train_and_report(resolve(settings), cap)
+        _train_and_report(resolve(settings), cap, trial_hooks())
 
 
-def _train_and_report(cfg, gpu_memory_cap: int | None = None) -> None:
+def _train_and_report(cfg, gpu_memory_cap: int | None = None,
+                      hooks: TrialHooks = TrialHooks()) -> None:
     resumed_from, fallback = 0, []
     if cfg.resume:
         with warnings.catch_warnings(record=True) as caught:  # train() warns for itself
@@ -136,10 +167,11 @@ def _train_and_report(cfg, gpu_memory_cap: int | None = None) -> None:
         tmp = _checkpoint_dir_of(checkpoint_path)
         with tmp:
             tune.report(dict(row), checkpoint=tune.Checkpoint.from_directory(tmp.name))
-        faults.crash_after_report(int(row["step"]))
+        if hooks.after_report is not None:
+            hooks.after_report(int(row["step"]))
 
     try:
-        train(cfg, report=report, show_progress=False)
+        train(cfg, report=report, show_progress=False, hooks=hooks.run)
     except TrainingDiverged as e:
         # Retrying would diverge again from the same checkpoint: end the trial here, failed,
         # with the trainer's reason in run/summary.json. The searcher is told the worst

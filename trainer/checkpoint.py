@@ -7,6 +7,7 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -43,11 +44,13 @@ def previous_file(path: str) -> str:
     return os.path.join(os.path.dirname(path), PREVIOUS)
 
 
-def save(path: str, state: dict[str, Any]) -> None:
-    """Write atomically; the checkpoint replaced is kept as checkpoint.prev.pt to fall back on."""
+def save(path: str, state: dict[str, Any], write: Callable = atomic_write) -> None:
+    """Write atomically; the checkpoint replaced is kept as checkpoint.prev.pt to fall back on.
+    `write(path, writer)` puts the bytes on disk (rundir.atomic_write; a test may pass one
+    that stops half-way)."""
     if os.path.exists(path):
         os.replace(path, previous_file(path))
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+    write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
 
 
 def load_latest(path: str) -> tuple[dict[str, Any], str]:

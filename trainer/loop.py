@@ -23,6 +23,18 @@ from trainer.step import STAT_NAMES, Batch, consistency_weight, learning_rate, t
 ReportHook = Callable[[dict[str, float], str], None]
 
 
+@dataclass(frozen=True)
+class RunHooks:
+    """Doors through which a caller takes part in a run; the defaults change nothing. The
+    reliability tests inject their faults through them (tests/study/faults.py, reached from
+    a study by METASEMI_TRIAL_HOOKS): nothing patches the trainer while it runs."""
+
+    # save_checkpoint(path, state): how each checkpoint is written
+    save_checkpoint: Callable[[str, dict[str, Any]], None] = checkpoint.save
+    # loaded_data(data) -> data: the dataset once loaded, before any step
+    loaded_data: Callable[[DeviceData], DeviceData] | None = None
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
@@ -151,9 +163,10 @@ def restore(state: dict[str, Any], cfg: Config, parts: Parts,
 
 
 def save_checkpoint(path: str, cfg: Config, parts: Parts, record: Record,
-                    split_digests: dict[str, str], device: torch.device) -> None:
+                    split_digests: dict[str, str], device: torch.device,
+                    save: Callable[[str, dict[str, Any]], None] = checkpoint.save) -> None:
     """The whole training state at record.step: enough to resume bit for bit."""
-    checkpoint.save(path, {
+    save(path, {
         "step": record.step, "config": cfg.to_dict(), "model": parts.model.state_dict(),
         "optimizer": parts.optimizer.state_dict(), "best_test_accuracy": record.best,
         "best_step": record.best_step, "best_val_accuracy": record.best_val,
@@ -192,8 +205,8 @@ def _log_row(writer, row: dict[str, float]) -> None:
     writer.flush()
 
 
-def train(cfg: Config, report: ReportHook | None = None,
-          show_progress: bool = True) -> dict[str, Any]:
+def train(cfg: Config, report: ReportHook | None = None, show_progress: bool = True,
+          hooks: RunHooks = RunHooks()) -> dict[str, Any]:
     """Run (or resume) one training run; return the summary also written to summary.json."""
     runtime = resolve_runtime(cfg)
     device = runtime.device
@@ -202,6 +215,8 @@ def train(cfg: Config, report: ReportHook | None = None,
         state, resumed_file = checkpoint.load_latest(cfg.resume)
         checkpoint.check_compatible(state, cfg.to_dict(), cfg.resume)
     data = load_for(cfg, device)
+    if hooks.loaded_data is not None:
+        data = hooks.loaded_data(data)
     check_batch(cfg, len(data.labeled), len(data.unlabeled))  # before a model or run directory
     split = data.split_record()
     if state is not None:
@@ -262,7 +277,8 @@ def train(cfg: Config, report: ReportHook | None = None,
                    "elapsed_seconds": record.elapsed_before + now - t_start,
                    "images_per_second": count * cfg.images_per_step / max(now - t_interval, 1e-9)}
             record.history.append(row)
-            save_checkpoint(paths[rundir.CHECKPOINT], cfg, parts, record, split_digests, device)
+            save_checkpoint(paths[rundir.CHECKPOINT], cfg, parts, record, split_digests, device,
+                            hooks.save_checkpoint)
             if record.best_step == step:
                 copy_file(paths[rundir.CHECKPOINT], paths[rundir.BEST])
             write_csv(paths[rundir.METRICS], record.history)

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from analysis import load_study
+from tests.study.faults import fault_env
 from tests.study.helpers import placement, reported_steps, trial_dirs
 
 
@@ -66,8 +67,8 @@ def test_a_driver_killed_at_any_moment_resumes_without_rerunning_finished_trials
     stall.mkdir()
     env = {}
     if moment == "checkpoint-write":  # the third trial hangs half-way through its last save
-        env = {"METASEMI_STALL_DIR": str(stall), "METASEMI_STALL_STEP": "100",
-               "METASEMI_STALL_AFTER": "2"}
+        env = fault_env(METASEMI_STALL_DIR=str(stall), METASEMI_STALL_STEP="100",
+                        METASEMI_STALL_AFTER="2")
     # Three trials, one at a time: "middle" has two finished and one to go.
     proc = study.start("--space", "digits", "--name", "k", "--num-samples", "3",
                        "--scheduler", "fifo", "--max-concurrent", "1", "--steps-per-trial",
@@ -99,8 +100,8 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(study, tmp_pat
     faults.mkdir()
     rc, out = study.run("--space", "digits", "--name", "c", "--num-samples", "1",
                         "--scheduler", "fifo", "--steps-per-trial", "100", "--test-freq", "25",
-                        env={"METASEMI_FAULT_DIR": str(faults), "METASEMI_FAULT_STEP": "75",
-                             "METASEMI_CORRUPT_ON_FAULT": "1"})
+                        env=fault_env(METASEMI_FAULT_DIR=str(faults), METASEMI_FAULT_STEP="75",
+                                      METASEMI_CORRUPT_ON_FAULT="1"))
     assert rc == 0, out
     (trial,) = trial_dirs(study.storage / "c")
     p = placement(trial)

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.study.faults import fault_env
 from tests.study.helpers import REPO, reported_steps, trial_dirs
 from trainer.own_data import fingerprint
 
@@ -62,7 +63,7 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(study, tmp_path):
     rc, out = study.run("--space", "digits", "--name", "f", "--num-samples", "2",
                         "--scheduler", "fifo", "--steps-per-trial", "100", "--test-freq", "25",
                         "--max-failures", "2",
-                        env={"METASEMI_FAULT_DIR": str(faults), "METASEMI_FAULT_STEP": "50"})
+                        env=fault_env(METASEMI_FAULT_DIR=str(faults), METASEMI_FAULT_STEP="50"))
     assert rc == 0, out
     assert len(list(faults.iterdir())) == 2  # each trial crashed once
     summary = json.loads((study.storage / "f" / "study_summary.json").read_text())

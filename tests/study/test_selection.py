@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from analysis.results import TRIAL_DIR
-from study.faults import PERMUTE_TEST_ENV
+from tests.study.faults import PERMUTE_TEST_ENV, fault_env
 from tests.study.helpers import reported_steps, trial_dirs
 
 STEPS = 150
@@ -33,7 +33,7 @@ def trials_in_order(path):
 @pytest.mark.slow
 def test_selection_is_blind_to_the_test_set(study):
     plain = trials_in_order(search(study, "plain"))
-    permuted = trials_in_order(search(study, "permuted", env={PERMUTE_TEST_ENV: "1"}))
+    permuted = trials_in_order(search(study, "permuted", env=fault_env(**{PERMUTE_TEST_ENV: "1"})))
 
     assert len(plain) == len(permuted) == 6
     for (params_a, metrics_a, _), (params_b, metrics_b, _) in zip(plain, permuted):
