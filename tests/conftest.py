@@ -38,9 +38,11 @@ def fresh_ray_temp_dir(ray_temp_root):
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def no_ray_process_outlives_its_test():
-    """Every Ray process a test starts is gone after it, whether the test passed or failed."""
+    """Every Ray process a test starts is gone after it, whether the test passed or failed.
+    It wraps the tests marked `ray` only: it scans every process of the machine, so a Ray
+    started by anything else at the same time would be blamed on the test."""
     before = ray_processes()
     yield
     deadline = time.time() + 15
@@ -50,11 +52,15 @@ def no_ray_process_outlives_its_test():
 
 
 # Tests that start Ray (a study, a cluster) or read the analysis' shared results (made by
-# three studies) are slow; `pytest -m "not slow"` is the fast tier.
-SLOW_FIXTURES = {"study", "cluster", "results"}
+# three studies) are marked `ray`, and every `ray` test is slow: `pytest -m "not slow"` is
+# the fast tier. A test that starts Ray some other way is marked `ray` by hand.
+RAY_FIXTURES = {"study", "cluster", "results"}
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
+        if item.get_closest_marker("ray"):
             item.add_marker(pytest.mark.slow)
+            item.fixturenames.append("no_ray_process_outlives_its_test")

@@ -60,7 +60,7 @@ def test_packing_counts_trials_sharing_a_gpu_at_the_same_time():
     assert max_packing(attempts) == {"n1/gpu0": 2, "n2/gpu0": 1, "n2/gpu1": 1}
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 def test_a_study_on_cluster_yamls_autoscaling_cluster_scales_up_packs_survives_and_scales_down(
         tmp_path):
     out = tmp_path / "rehearsal"

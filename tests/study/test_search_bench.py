@@ -12,7 +12,7 @@ import pytest
 from tests.study.helpers import REPO, kill_group
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 def test_the_benchmark_compares_the_strategies_at_an_equal_budget(tmp_path):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     proc = subprocess.Popen(
