@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
            "supervised -> mixup)")
     a("--meta-grad", choices=META_GRADS,
       help="fd: the authors' finite difference (default); jvp: its limit by forward-mode "
-           "differentiation, exact in bf16; exact: second order through the virtual step")
+           "differentiation, accurate in bf16; exact: the same limit, second order through the "
+           "virtual step")
     a("--alpha", type=float, help="mix-up Beta(alpha, alpha) concentration")
     a("--weight", type=float, help="consistency-loss weight after warm-up")
     a("--epsilon", type=float, help="finite-difference step, divided by ||g||")

@@ -2,12 +2,14 @@
 
 The pseudo labels `y` of an unlabeled batch are chosen so that one virtual SGD step
 on the consistency loss `sum_i ||softmax(f(x_u_i)) - y_i||^2` lowers the labeled loss.
-Its gradient with respect to `y`, at `y = p`, is `2 * eta * J g` to first order in
-the virtual step `eta` (J: Jacobian of the unlabeled softmax, g: labeled-loss
-gradient). The authors estimate `2 J g` with a central finite difference along `g`;
-`jvp_meta_gradient` computes 2 J g itself by forward-mode differentiation, and
-`exact_meta_gradient` differentiates through the virtual step itself (second order).
-Both return the same scale, so the update `y = normalize(relu(p - lr * d))` is shared.
+Its gradient with respect to `y`, at `y = p`, is exactly `2 * eta * J g` for any virtual
+step `eta` (J: Jacobian of the unlabeled softmax, g: labeled-loss gradient): at `y = p`
+the consistency gradient, hence the virtual step, is zero. The authors estimate `2 J g`
+with a central finite difference along `g` (fd); `jvp_meta_gradient` computes 2 J g by
+forward-mode differentiation, and `exact_meta_gradient` by differentiating through the
+virtual step (second order): both are fd's limit as epsilon goes to 0, and an independent
+check of each other. All return the same scale, so the update
+`y = normalize(relu(p - lr * d))` is shared. docs/algorithm.md has the whole derivation.
 """
 
 from __future__ import annotations
@@ -97,16 +99,17 @@ def exact_meta_gradient(model: nn.Module, x_l: torch.Tensor, y_l: torch.Tensor,
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     buffers = dict(model.named_buffers())
     with torch.no_grad():
-        p = F.softmax(model(x_u), dim=1)
+        p = F.softmax(widen(model(x_u)), dim=1)  # fp32 under autocast, as fd's and jvp's
 
     def labeled_loss_after_virtual_step(y: torch.Tensor) -> torch.Tensor:
         def consistency(ps):
-            out = functional_call(model, ({**ps, **buffers}), (x_u,))
+            out = widen(functional_call(model, ({**ps, **buffers}), (x_u,)))
             return (F.softmax(out, dim=1) - y).pow(2).sum()
 
         step = torch.func.grad(consistency)(params)
         moved = {n: params[n] - eta * step[n] for n in params}
-        return F.cross_entropy(functional_call(model, ({**moved, **buffers}), (x_l,)), y_l)
+        return F.cross_entropy(widen(functional_call(model, ({**moved, **buffers}), (x_l,))),
+                               y_l)
 
     d = torch.func.grad(labeled_loss_after_virtual_step)(p) / eta
     return p, d
@@ -126,10 +129,10 @@ def pseudo_labels(model: nn.Module, x_l: torch.Tensor, y_l: torch.Tensor, x_u: t
         raise ValueError(f"meta-gradient method {method!r}: choose fd, jvp or exact")
     if method == "exact":
         with torch.no_grad():
-            logits = model(x_l)
+            logits = widen(model(x_l))
         if lr <= 0:  # no virtual step to differentiate through; the update is zero anyway
             with torch.no_grad():
-                return F.softmax(model(x_u), dim=1), logits
+                return F.softmax(widen(model(x_u)), dim=1), logits
         p, d = exact_meta_gradient(model, x_l, y_l, x_u, lr)
     else:
         grads, logits = labeled_gradient(model, x_l, y_l)

@@ -52,7 +52,8 @@ def test_a_run_writes_its_directory_and_reports_each_evaluation(tmp_path):
     assert summary["steps"] == 40 and summary["status"] == "completed"
     assert summary["final_test_accuracy"] == pytest.approx(float(rows[-1]["test_accuracy"]))
     assert summary["best_test_accuracy"] == max(float(r["test_accuracy"]) for r in rows)
-    assert 0 <= summary["final_test_accuracy"] <= 1 and summary["wall_seconds"] > 0
+    assert summary["wall_seconds"] == float(rows[-1]["elapsed_seconds"])
+    assert summary["final_test_error"] == pytest.approx(1 - summary["final_test_accuracy"])
 
     assert [r["step"] for r, _ in reports] == [20, 40] and all(ok for _, ok in reports)
     assert not any(f.endswith(".tmp") for f in os.listdir(run))  # atomic writes leave no debris
@@ -160,8 +161,9 @@ def test_resume_rejects_a_checkpoint_of_another_run(tmp_path):
 
 
 def test_the_exact_meta_gradient_option_trains(tmp_path):
-    summary = train(tiny(tmp_path, meta_grad="exact", total_steps=20), show_progress=False)
-    assert summary["steps"] == 20 and summary["final_test_accuracy"] > 0.1
+    # 40 steps reach 0.59 (fd 0.58, jvp 0.59; measured 2026-11-27), chance is 0.1.
+    summary = train(tiny(tmp_path, meta_grad="exact"), show_progress=False)
+    assert summary["steps"] == 40 and summary["final_test_accuracy"] > 0.45
 
 
 def test_resuming_a_finished_run_completes_its_directory_without_training(tmp_path):

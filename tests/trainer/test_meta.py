@@ -119,6 +119,26 @@ def test_under_bf16_autocast_the_meta_gradient_stays_accurate():
         assert torch.equal(value, before[name]), name
 
 
+@pytest.mark.parametrize("eta", [1e-3, 0.1, 10.0])
+def test_the_exact_meta_gradient_is_forward_modes_for_any_virtual_step(eta):
+    # At y = p the consistency gradient is zero: the virtual step does not move, and the
+    # second-order derivative is 2 J g exactly, whatever its size.
+    model, x_l, y_l, x_u = tiny_problem(seed=5)
+    grads, _ = labeled_gradient(model, x_l, y_l)
+    _, d_jvp = jvp_meta_gradient(model, grads, x_u)
+    _, d_ex = exact_meta_gradient(model, x_l, y_l, x_u, eta=eta)
+    assert torch.allclose(d_ex, d_jvp, rtol=1e-6, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["fd", "jvp", "exact"])
+def test_under_bf16_autocast_every_method_returns_fp32_pseudo_labels(method):
+    model, x_l, y_l, x_u = tiny_problem(seed=6, dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, _ = pseudo_labels(model, x_l, y_l, x_u, lr=0.1, epsilon=1e-2, method=method)
+    assert y.dtype == torch.float32
+    assert torch.allclose(y.sum(1), torch.ones(len(y)))
+
+
 def test_an_unknown_meta_gradient_method_is_refused():
     model, x_l, y_l, x_u = tiny_problem()
     with pytest.raises(ValueError, match="choose fd, jvp or exact"):
