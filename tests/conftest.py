@@ -63,4 +63,4 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.ray)
         if item.get_closest_marker("ray"):
             item.add_marker(pytest.mark.slow)
-            item.fixturenames.append("no_ray_process_outlives_its_test")
+            item.fixturenames.insert(0, "no_ray_process_outlives_its_test")  # outermost

@@ -190,3 +190,6 @@ def test_a_study_without_address_never_joins_a_cluster_left_on_the_machine(study
     rc, out = study.run("--space", "digits", "--name", "own", "--num-samples", "1",
                         "--steps-per-trial", "20", "--test-freq", "10", timeout=180)
     assert rc == 0, out
+    # Ray says which it did: started its own instance, or connected to the cluster.
+    assert "Started a local Ray instance" in out, out
+    assert "Connecting to existing Ray cluster" not in out and cluster.address not in out

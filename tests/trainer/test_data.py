@@ -247,24 +247,12 @@ def test_index_stream_covers_every_index_once_per_epoch():
     assert sorted(drawn[10:]) == list(range(100, 110))
 
 
-def test_augment_crops_uniformly_over_all_offsets_and_flips_half():
+def test_augment_flips_half_the_images_and_nothing_without_padding_or_flips():
     torch.manual_seed(0)
-    n, size, pad = 8100, 8, 4
-    # Each image is one bright pixel at (0, 0): where it lands tells the crop offset.
-    x = torch.zeros(n, 1, size, size, dtype=torch.uint8)
-    x[:, 0, 0, 0] = 255
-    out = augment(x, padding=pad, flip=False)
-    hit = (out[:, 0] == 255).flatten(1)
-    visible = hit.any(1)
-    # The pixel stays visible for offsets (oy, ox) <= pad, i.e. 5 x 5 of the 9 x 9 offsets.
-    assert visible.float().mean().item() == pytest.approx(25 / 81, abs=0.02)
-    pos = hit[visible].float().argmax(1)
-    r, c = pos // size, pos % size
-    counts = torch.bincount(r * 5 + c, minlength=25).float()
-    assert counts.min() > 0.8 * counts.mean() and len(counts) == 25
-
+    x = torch.zeros(8100, 1, 8, 8, dtype=torch.uint8)
+    x[:, 0, 0, 0] = 255  # one bright pixel at the left: a flip moves it to the right
     flipped = augment(x, padding=0, flip=True)
-    right = (flipped[:, 0, 0, size - 1] == 255).float().mean().item()
+    right = (flipped[:, 0, 0, 7] == 255).float().mean().item()
     assert right == pytest.approx(0.5, abs=0.03)
     assert torch.equal(augment(x, padding=0, flip=False), x)
 
