@@ -147,12 +147,11 @@ def worker_types(config: dict) -> dict[str, dict]:
 
 # --- Ray's validation -----------------------------------------------------------------------
 
-def test_ray_validates_the_config(prepared):
+def test_ray_validates_the_config(prepared, config):
     validate_config(prepared)  # raises on any schema or cross-field error
-    assert prepared["provider"]["type"] == "aws"
-    assert prepared["provider"]["region"] == "us-west-2"
-    assert prepared["head_node_type"] == HEAD
-    assert set(prepared["available_node_types"]) == {HEAD, "ray.worker.gpu", "ray.worker.gpu.spot"}
+    # Ray's own preparation keeps every node type of the file, and their resources.
+    assert {k: v.get("resources") for k, v in prepared["available_node_types"].items()} == {
+        k: v.get("resources") for k, v in config["available_node_types"].items()}
 
 
 def _drop_provider(c):
@@ -257,7 +256,7 @@ def test_gpu_workers_declare_their_gpu_and_start_from_zero(config):
         assert node_type["resources"]["CPU"] >= 1, name
         assert node_type["min_workers"] == 0, name
         # either type alone can take the whole cap (cluster.yaml: set the other to 0)
-        assert node_type["max_workers"] == config["max_workers"] == 8, name
+        assert node_type["max_workers"] == config["max_workers"], name
     spot = workers["ray.worker.gpu.spot"]["node_config"]
     assert spot["InstanceMarketOptions"]["MarketType"] == "spot"
     assert "InstanceMarketOptions" not in workers["ray.worker.gpu"]["node_config"]
@@ -265,8 +264,7 @@ def test_gpu_workers_declare_their_gpu_and_start_from_zero(config):
 
 def test_head_is_cpu_only_and_takes_no_trials(config):
     head = config["available_node_types"][HEAD]
-    assert head["resources"] == {"CPU": 0}
-    assert head["node_config"]["InstanceType"].startswith("m5.")
+    assert head["resources"] == {"CPU": 0}  # nothing to schedule a trial on
 
 
 def test_a_trial_of_every_space_fits_a_gpu_worker(config):

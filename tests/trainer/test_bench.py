@@ -17,34 +17,32 @@ def test_one_run_gives_every_figure_and_they_are_consistent(tmp_path):
     out = tmp_path / "bench.json"
     result = json.loads(bench(
         "--networks", "digitscnn", "--steps", "2", "--warmup", "1", "--reference-workers", "1",
-        "--packing", "2", "--json", "--out", str(out)).stdout)
+        "--packing", "2", "--eval-images", "200", "--json", "--out", str(out)).stdout)
     assert json.loads(out.read_text()) == result  # --out writes the same object
 
     env = result["environment"]
     assert env["device"] == "cpu" and env["torch"] and env["date"]
     assert env["command"].startswith("python -m trainer.bench --device cpu")
     net = result["networks"]["digitscnn"]
-    assert net["batch_size"] == 64
+    assert net["batch_size"] == 32  # a CPU run's default
     ours, ref = net["ours"], net["reference"]
     for m in [*ours.values(), *ref.values()]:
         assert m["ms"] > 0 and 0 <= m["data_fraction"] <= 1
-    # A supervised step sees B images, a MetaSemi step B labeled plus B unlabeled.
-    assert ours["supervised"]["images_per_s"] == pytest.approx(64e3 / ours["supervised"]["ms"])
-    assert ours["metasemi"]["images_per_s"] == pytest.approx(128e3 / ours["metasemi"]["ms"])
+    # Measured, not restated: a MetaSemi step (two batches, the meta step's extra passes)
+    # costs well over a supervised one on the same network; jvp is the other estimator.
+    assert net["meta_over_supervised"] > 1.5 and net["meta_over_supervised_jvp"] > 1.5
     assert ours["metasemi_jvp"]["meta_grad"] == "jvp"
-    assert net["meta_over_supervised"] == pytest.approx(
-        ours["metasemi"]["ms"] / ours["supervised"]["ms"])
-    assert net["speedup_over_reference"] == pytest.approx(
-        ref["metasemi"]["ms"] / ours["metasemi"]["ms"])
-    assert ref["metasemi"]["workers"] == 1
+    assert ref["metasemi"]["workers"] == 1 and ref["metasemi"]["ms"] > ref["supervised"]["ms"]
+    assert result["steps"] == 2 and result["warmup"] == 1  # what the figures rest on
 
     (point,) = net["packing"]  # two trials at once, each a Ray task
     assert (point["trials"], point["launcher"], point["gpus_per_trial"]) == (2, "ray", 0.0)
     assert point["images_per_s"] > 0 and len(point["per_trial_images_per_s"]) == 2
 
+    # The evaluation is timed on a part of the test set and scaled: the projection's
+    # evaluation share does not depend on how many images were timed.
     proj = net["projected_400k_hours"]
-    assert proj["steps"] == pytest.approx(400_000 * ours["metasemi"]["ms"] / 1e3 / 3600)
-    assert proj["total"] == pytest.approx(proj["steps"] + proj["evaluation"])
+    assert result["eval_images"] == 200 and proj["evaluation"] > 0
 
 
 def test_the_tables_name_each_step_and_skip_what_is_turned_off(capsys):
@@ -57,11 +55,15 @@ def test_the_tables_name_each_step_and_skip_what_is_turned_off(capsys):
                 "metasemi / supervised step time", "projected 400k-step run"):
         assert row in text, row
     assert "reference metasemi" not in text and "concurrent MetaSemi trials" not in text
+    # What each figure rests on; on a CPU the evaluation is timed on part of the test set.
+    assert "Each step figure rests on 1 timed steps after 0 warm-up" in text
+    assert "the evaluation on 1000 test images, scaled to the whole test set" in text
+    assert "batch 32 (+32 unlabeled for MetaSemi)" in text  # the CPU's default batch
 
 
 @pytest.mark.parametrize("args, message", [
     (["--packing", "1,x"], "give trial counts like 1,2,4"),
-    (["--steps", "0"], "--steps, --batch-size and --packing-steps must be >= 1"),
+    (["--steps", "0"], "--steps, --batch-size, --eval-images and --packing-steps must be >= 1"),
 ])
 def test_bad_options_are_refused_before_any_measurement(args, message, capsys):
     from trainer.bench.__main__ import main

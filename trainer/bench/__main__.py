@@ -27,6 +27,17 @@ from trainer.rundir import write_json
 # batch size its preset trains with.
 NETWORKS = {"convlarge": ("cifar10", 128), "digitscnn": ("digits", 64)}
 FULL_RUN_STEPS, TEST_EVERY = 400_000, 400  # the paper's CIFAR-10 schedule
+# A default run's work, by device. On a GPU, the measurements of docs/performance.md. On a
+# CPU the same measurements, scaled to about three minutes on 2 cores: ConvLarge at batch
+# 32 (a MetaSemi step takes about 3 s there, 11 s at 128), fewer steps, two packing levels,
+# and the evaluation timed on 1000 test images and scaled to the whole test set (a pass
+# over CIFAR's 10,000 takes about 100 s). An option given on the command line wins.
+DEVICE_DEFAULTS = {
+    "cuda": {"steps": 20, "warmup": 5, "packing": [1, 2, 4], "reference_workers": 4,
+             "batch_size": None, "eval_images": None},
+    "cpu": {"steps": 3, "warmup": 1, "packing": [1, 2], "reference_workers": 1,
+            "batch_size": 32, "eval_images": 1000},
+}
 OUR_ROWS = {"supervised": "ours supervised", "metasemi": "ours metasemi",
             "metasemi_jvp": "ours metasemi (jvp)"}
 
@@ -44,7 +55,7 @@ def bench_network(arch: str, args: argparse.Namespace, device: torch.device) -> 
                                    data=data),
         # Only this one times an evaluation: the projection needs it once.
         "metasemi": ours.measure({**base, "method": "metasemi"}, args.steps, args.warmup,
-                                 evaluation=True, data=data),
+                                 evaluation=True, data=data, eval_images=args.eval_images),
         # The alternative, not the default: a failure here is reported, not fatal.
         "metasemi_jvp": _attempt(ours.measure, {**base, "method": "metasemi",
                                                 "meta_grad": "jvp"}, args.steps, args.warmup,
@@ -116,8 +127,12 @@ def report(result: dict[str, Any]) -> str:
     lines = [f"Device: {env['device']} ({env['device_name']}, {env['threads']} CPU threads); "
              f"torch {env['torch']}, torchvision {env['torchvision']}, ray {env['ray']}, "
              f"CUDA {env['cuda'] or '-'}, Python {env['python']}; {env['date']}.",
-             f"Command: `{env['command']}` ({result['steps']} timed steps after "
-             f"{result['warmup']} warm-up, per measurement)."]
+             f"Command: `{env['command']}`.",
+             f"Each step figure rests on {result['steps']} timed steps after "
+             f"{result['warmup']} warm-up; each packing point on {result['packing_steps']} "
+             "timed steps per trial; the evaluation on "
+             + (f"{result['eval_images']} test images, scaled to the whole test set."
+                if result["eval_images"] else "the whole test set.")]
     for net in result["networks"].values():
         b = net["batch_size"]
         lines += ["", f"### {net['architecture']} on {net['dataset']} shapes, batch {b} "
@@ -181,18 +196,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer.bench", description=__doc__)
     a = p.add_argument
     a("--networks", nargs="+", choices=sorted(NETWORKS), default=list(NETWORKS))
-    a("--batch-size", type=int, help="override the networks' batch sizes (128 and 64)")
+    a("--batch-size", type=int, help="override the networks' batch sizes (128 and 64 on a "
+      "GPU; 32 on a CPU)")
     a("--device", default="auto", choices=DEVICES)
     a("--precision", default="auto", choices=PRECISIONS, help="ours only; reference is fp32")
     a("--memory-format", default="auto", choices=MEMORY_FORMATS)
     a("--compile", action="store_true", help="compile our model (the warm-up absorbs it)")
-    a("--steps", type=int, default=20, help="timed steps per measurement")
-    a("--warmup", type=int, default=5, help="untimed steps before each measurement")
-    a("--reference-workers", type=int, default=4,
-      help="DataLoader workers of the reference loop (the authors' default: 4)")
+    a("--steps", type=int, help="timed steps per measurement (default: 20 on a GPU, 3 on a CPU)")
+    a("--warmup", type=int,
+      help="untimed steps before each measurement (default: 5 on a GPU, 1 on a CPU)")
+    a("--reference-workers", type=int,
+      help="DataLoader workers of the reference loop (default: 4, the authors'; 1 on a CPU)")
+    a("--eval-images", type=int, help="time the evaluation on this many test images and scale "
+      "it to the whole test set (default: all on a GPU, 1000 on a CPU)")
     a("--no-reference", dest="reference", action="store_false", help="skip the reference")
-    a("--packing", type=_levels, default=[1, 2, 4],
-      help="concurrent trials of the packing curve, e.g. 1,2,4 (default), or none")
+    a("--packing", type=_levels,
+      help="concurrent trials of the packing curve, e.g. 1,2,4 (default on a GPU; 1,2 on a "
+           "CPU), or none")
     a("--packing-steps", type=int, help="timed steps per packed trial (default --steps)")
     a("--json", action="store_true", help="print one JSON object instead of tables")
     a("--out", help="also write the JSON object to this file")
@@ -202,19 +222,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
-    if (args.steps < 1 or args.warmup < 0 or args.reference_workers < 0
-            or (args.batch_size is not None and args.batch_size < 1)
-            or (args.packing_steps is not None and args.packing_steps < 1)):
-        p.error("--steps, --batch-size and --packing-steps must be >= 1, --warmup and "
-                "--reference-workers >= 0")
     try:
         device = resolve_device(args.device)
     except ConfigError as e:
         p.error(str(e))
-    if device.type == "cpu" and "convlarge" in args.networks and not args.json:
-        print("note: a ConvLarge MetaSemi step takes about 12 s on 2 CPU cores; "
-              "--networks digitscnn gives a quick look", file=sys.stderr)
+    for key, value in DEVICE_DEFAULTS["cuda" if device.type == "cuda" else "cpu"].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if (args.steps < 1 or args.warmup < 0 or args.reference_workers < 0
+            or (args.batch_size is not None and args.batch_size < 1)
+            or (args.eval_images is not None and args.eval_images < 1)
+            or (args.packing_steps is not None and args.packing_steps < 1)):
+        p.error("--steps, --batch-size, --eval-images and --packing-steps must be >= 1, "
+                "--warmup and --reference-workers >= 0")
     result = {"environment": environment(device), "steps": args.steps, "warmup": args.warmup,
+              "packing_steps": args.packing_steps or args.steps,
+              "eval_images": args.eval_images,
               "networks": {arch: bench_network(arch, args, device) for arch in args.networks}}
     if args.out:
         write_json(args.out, result)

@@ -6,6 +6,7 @@ depend on pixel values, and no download is needed.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,9 +89,10 @@ def timed(fn: Callable[[], Any], steps: int, device: torch.device) -> float:
 
 
 def measure(settings: dict[str, Any], steps: int, warmup: int, evaluation: bool = False,
-            data: DeviceData | None = None) -> dict[str, Any]:
+            data: DeviceData | None = None, eval_images: int | None = None) -> dict[str, Any]:
     """ms per step, images/s, the data fraction and peak memory of one method; with
-    `evaluation`, also the time of one pass over the test set (eval_s)."""
+    `evaluation`, also the time of one pass over the test set (eval_s), timed on its first
+    `eval_images` images and scaled to all of them when given."""
     t = build(settings, data)
     device = t.runtime.device
     for _ in range(warmup):
@@ -100,8 +102,12 @@ def measure(settings: dict[str, Any], steps: int, warmup: int, evaluation: bool 
     step_s = timed(t.step, steps, device)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     data_s = timed(t.draw, steps, device)
-    eval_s = (timed(lambda: evaluate(t.parts.model, t.data, t.runtime), 1, device)
-              if evaluation else None)
+    eval_s = None
+    if evaluation:
+        full = len(t.data.test_y)
+        n = min(eval_images or full, full)
+        part = dataclasses.replace(t.data, test_x=t.data.test_x[:n], test_y=t.data.test_y[:n])
+        eval_s = timed(lambda: evaluate(t.parts.model, part, t.runtime), 1, device) * full / n
     return {"method": t.cfg.method, "meta_grad": t.cfg.meta_grad, "ms": 1e3 * step_s,
             "images_per_s": t.cfg.images_per_step / step_s,
             "data_fraction": min(1.0, data_s / step_s), "eval_s": eval_s,
