@@ -116,3 +116,15 @@ def test_a_resumed_study_takes_its_shape_from_study_json_old_or_new():
     old = {"options": {"mode": "reproduce", "extra": {"best_config": {"lr": 0.05}}}}
     assert shape_of(old) == {"mode": "reproduce", "best_config": {"lr": 0.05}}
     assert set(shape_of(new)) <= set(SHAPE_OF_A_STUDY)
+
+
+def test_the_documented_command_runs_as_a_script_from_anywhere(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "study" / "run.py"
+    done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--space" in done.stdout and "--reproduce" in done.stdout

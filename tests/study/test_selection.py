@@ -14,13 +14,18 @@ from tests.study.helpers import reported_steps, trial_dirs
 STEPS = 150
 
 
-def search(study, name, env=None):
-    """A seeded digits search, one trial at a time: the order of events is deterministic."""
-    rc, out = study.run("--space", "digits", "--name", name, "--num-samples", "6",
-                        "--max-concurrent", "1", "--steps-per-trial", STEPS, "--test-freq", "50",
-                        "--seed", "4", env=env)
-    assert rc == 0, out
-    return study.storage / name
+def searches(study, envs: dict[str, dict | None]) -> dict[str, Path]:
+    """Seeded digits searches, one trial at a time in each: the order of events in a study
+    is deterministic. The studies run side by side (two local Ray instances), a core each."""
+    procs = {name: study.start("--space", "digits", "--name", name, "--num-samples", "6",
+                               "--max-concurrent", "1", "--cpus-per-trial", "1",
+                               "--num-cpus", "1", "--steps-per-trial", STEPS,
+                               "--test-freq", "50", "--seed", "4", env=env)
+             for name, env in envs.items()}
+    for proc in procs.values():
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out
+    return {name: study.storage / name for name in envs}
 
 
 def trials_in_order(path):
@@ -32,8 +37,8 @@ def trials_in_order(path):
 
 @pytest.mark.slow
 def test_selection_is_blind_to_the_test_set(study):
-    plain = trials_in_order(search(study, "plain"))
-    permuted = trials_in_order(search(study, "permuted", env=fault_env(**{PERMUTE_TEST_ENV: "1"})))
+    paths = searches(study, {"plain": None, "permuted": fault_env(**{PERMUTE_TEST_ENV: "1"})})
+    plain, permuted = trials_in_order(paths["plain"]), trials_in_order(paths["permuted"])
 
     assert len(plain) == len(permuted) == 6
     for (params_a, metrics_a, _), (params_b, metrics_b, _) in zip(plain, permuted):
