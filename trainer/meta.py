@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from trainer.config import META_GRADS
 from trainer.device import widen
 
 
@@ -125,7 +126,7 @@ def update_pseudo_labels(p: torch.Tensor, d: torch.Tensor, lr: float) -> torch.T
 def pseudo_labels(model: nn.Module, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor,
                   lr: float, epsilon: float, method: str = "fd"):
     """MetaSemi pseudo labels for x_u (model must be in eval mode) and the labeled logits."""
-    if method not in ("fd", "jvp", "exact"):
+    if method not in META_GRADS:
         raise ValueError(f"meta-gradient method {method!r}: choose fd, jvp or exact")
     if method == "exact":
         with torch.no_grad():
