@@ -159,14 +159,14 @@ def dataset_classes(dataset: str) -> int:
 
 def expand_labels_per_class(settings: dict[str, Any]) -> dict[str, Any]:
     """`labels_per_class` N, where given, as num_label = N x the dataset's classes."""
-    if settings.get("labels_per_class") is None:
-        return {k: v for k, v in settings.items() if k != "labels_per_class"}
-    n = settings["labels_per_class"]
+    rest = {k: v for k, v in settings.items() if k != "labels_per_class"}
+    n = settings.get("labels_per_class")
+    if n is None:
+        return rest
     if settings.get("num_label") is not None:
         raise ConfigError("labels_per_class: give it or num_label, not both")
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise ConfigError(f"labels_per_class: must be a positive integer, got {n!r}")
-    rest = {k: v for k, v in settings.items() if k != "labels_per_class"}
     return {**rest, "num_label": n * dataset_classes(str(settings.get("dataset",
                                                                       Config.dataset)))}
 

@@ -94,18 +94,20 @@ def draw(stream: IndexStream, data: DeviceData,
 
 @dataclass
 class Parts:
-    """What a run trains: the model, its optimizer, the two index streams, mix-up's Beta."""
+    """What a run trains: the model, its optimizer, the two index streams, mix-up's Beta, and
+    whether the method reads unlabeled batches (looked up once, not at every step)."""
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     labeled: IndexStream
     unlabeled: IndexStream
     beta: torch.distributions.Beta | None
+    reads_unlabeled: bool = True
 
     def next_batch(self, cfg: Config, data: DeviceData, runtime: Runtime) -> Batch:
         """The step's labeled batch and, for a method that reads them, an unlabeled one."""
         x_l, y_l = draw(self.labeled, data, runtime)
-        if not cfg.reads_unlabeled:
+        if not self.reads_unlabeled:
             return Batch(x_l, y_l)
         return Batch(x_l, y_l, *draw(self.unlabeled, data, runtime))
 
@@ -126,7 +128,7 @@ def build_parts(cfg: Config, data: DeviceData, runtime: Runtime) -> Parts:
     return Parts(model, optimizer,
                  IndexStream(data.labeled, cfg.batch_size, seed=cfg.seed, device=where),
                  IndexStream(data.unlabeled, cfg.batch_size, seed=cfg.seed + 1, device=where),
-                 beta)
+                 beta, cfg.reads_unlabeled)
 
 
 @dataclass
