@@ -1,8 +1,12 @@
 """Search spaces: small TOML files in study/spaces/, validated on load.
 
-A space names its dataset, the study's fidelity (steps per trial, evaluation interval,
-ASHA's grace period, default resources), trainer settings held fixed, and the searched
-parameters with their bounds, scale and the paper's default (evaluated first).
+A space names its dataset, the study's fidelity (evaluation interval, ASHA's grace period
+and reduction, default resources), trainer settings held fixed, and the searched parameters
+with their bounds, scale and the paper's default (evaluated first).
+
+A trial runs the full length of the dataset's preset (what `--reproduce` trains) unless the
+space or `--steps-per-trial` makes it shorter; a shorter trial keeps the shape of the full
+schedule: its warm-up and milestones are scaled by the same factor (`scale_schedule`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from trainer.config import Config, ConfigError, expand_labels_per_class, resolve
+from trainer.config import Config, ConfigError, expand_labels_per_class, parse_milestones, resolve
 from trainer.data import TRAIN_SIZES, check_sizes
 from trainer.own_data import OwnDataError, class_counts, has_own_val, is_dataset_path
 
@@ -24,8 +28,10 @@ CONFIG_FIELDS = {f.name for f in dataclasses.fields(Config)}
 # Fields a space may not set: the study decides where runs go and how they start.
 RESERVED = {"save_path", "resume", "device", "data_path", "download", "total_steps",
             "test_freq", "dataset"}
-FIDELITY_KEYS = {"total_steps", "test_freq", "grace_steps", "reduction_factor",
-                 "gpus_per_trial", "cpus_per_trial"}
+FIDELITY_KEYS = {"test_freq", "grace_steps", "reduction_factor", "gpus_per_trial",
+                 "cpus_per_trial"}
+# A space may make its trials shorter than the full length (a low-fidelity proxy).
+OPTIONAL_FIDELITY_KEYS = {"total_steps"}
 PARAM_TYPES = ("float", "int", "categorical")
 
 
@@ -56,11 +62,36 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """The step-counted settings of a full-length run: what a shorter trial scales down."""
+
+    total_steps: int
+    warmup: int
+    milestones: tuple[int, ...]
+
+
+def scale_schedule(settings: dict[str, Any], full: Schedule, steps: int) -> dict[str, Any]:
+    """`settings` for a run of `steps` that keeps the shape of the `full` schedule: warm-up
+    and milestones (given in full-length steps) scaled by steps / full.total_steps."""
+    settings = {**settings, "total_steps": steps}
+    if steps == full.total_steps:
+        return settings
+    factor = steps / full.total_steps
+    milestones: list[int] = []
+    for m in parse_milestones(settings.get("milestones", full.milestones)):
+        # strictly increasing, as the trainer requires, even where rounding meets
+        milestones.append(max(round(m * factor), milestones[-1] + 1 if milestones else 1))
+    return {**settings, "warmup": round(settings.get("warmup", full.warmup) * factor),
+            "milestones": milestones}
+
+
+@dataclass(frozen=True)
 class Space:
     name: str
     path: str
     dataset: str
-    total_steps: int
+    total_steps: int  # a search trial's length: full.total_steps unless the space says less
+    full: Schedule  # the full-length schedule: what --reproduce and the race train
     test_freq: int
     grace_steps: int
     reduction_factor: int
@@ -76,10 +107,19 @@ class Space:
     def tune_space(self) -> dict[str, Any]:
         return {p.name: p.tune_domain() for p in self.params}
 
-    def trainer_settings(self, sampled: dict[str, Any]) -> dict[str, Any]:
-        """Trainer overrides of one trial: dataset, fidelity, fixed settings, sampled values."""
-        return {"dataset": self.dataset, "total_steps": self.total_steps,
-                "test_freq": self.test_freq, **self.fixed, **sampled}
+    def trainer_settings(self, sampled: dict[str, Any],
+                         total_steps: int | None = None) -> dict[str, Any]:
+        """Trainer overrides of one run of `total_steps` (default: a search trial's length):
+        dataset, evaluation interval, fixed settings, sampled values, and the schedule scaled
+        to that length where it is shorter than the full one."""
+        return scale_schedule({"dataset": self.dataset, "test_freq": self.test_freq,
+                               **self.fixed, **sampled}, self.full,
+                              total_steps or self.total_steps)
+
+    @property
+    def is_proxy(self) -> bool:
+        """Search trials are shorter than the runs --reproduce makes."""
+        return self.total_steps != self.full.total_steps
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -132,9 +172,11 @@ def parse_space(raw: dict[str, Any], path: str, dataset: str | None = None) -> S
     fidelity = _fidelity(raw.get("fidelity", {}), fail)
     fixed = _fixed(raw["dataset"], dict(raw.get("fixed", {})), fail)
     params = _params(raw.get("params", {}), fixed, fail)
+    full = _full_schedule(raw["dataset"], fixed, fidelity, path, fail)
     space = Space(
         name=os.path.basename(path)[:-5], path=os.path.abspath(path), dataset=raw["dataset"],
-        total_steps=fidelity["total_steps"], test_freq=fidelity["test_freq"],
+        total_steps=fidelity.get("total_steps", full.total_steps), full=full,
+        test_freq=fidelity["test_freq"],
         grace_steps=fidelity["grace_steps"], reduction_factor=fidelity["reduction_factor"],
         gpus_per_trial=float(fidelity["gpus_per_trial"]),
         cpus_per_trial=float(fidelity["cpus_per_trial"]), fixed=fixed, params=tuple(params))
@@ -159,18 +201,19 @@ def _check_tables(raw: dict[str, Any], fail: Fail) -> None:
 def _fidelity(fidelity: dict[str, Any], fail: Fail) -> dict[str, Any]:
     """[fidelity]: steps, evaluation frequency, ASHA's grace and reduction, resources."""
     missing = FIDELITY_KEYS - set(fidelity)
-    if missing or set(fidelity) - FIDELITY_KEYS:
-        fail("fidelity", f"needs exactly {sorted(FIDELITY_KEYS)}; missing {sorted(missing)}, "
-             f"unknown {sorted(set(fidelity) - FIDELITY_KEYS)}")
+    unknown = set(fidelity) - FIDELITY_KEYS - OPTIONAL_FIDELITY_KEYS
+    if missing or unknown:
+        fail("fidelity", f"needs {sorted(FIDELITY_KEYS)} (and optionally "
+             f"{sorted(OPTIONAL_FIDELITY_KEYS)}); missing {sorted(missing)}, unknown "
+             f"{sorted(unknown)}")
     for key in ("total_steps", "test_freq", "grace_steps", "reduction_factor"):
+        if key not in fidelity:
+            continue
         v = fidelity[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             fail(f"fidelity.{key}", f"must be a positive integer, got {v!r}")
     if fidelity["reduction_factor"] < 2:
         fail("fidelity.reduction_factor", "must be >= 2 (ASHA keeps 1/reduction_factor)")
-    if fidelity["grace_steps"] > fidelity["total_steps"]:
-        fail("fidelity.grace_steps", f"{fidelity['grace_steps']} exceeds total_steps "
-             f"{fidelity['total_steps']}")
     for key in ("gpus_per_trial", "cpus_per_trial"):
         v = fidelity[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
@@ -209,6 +252,25 @@ def _fixed(dataset: str, fixed: dict[str, Any], fail: Fail) -> dict[str, Any]:
              "on a validation split, never on the test set; hold out a few hundred images, "
              "e.g. num_val = 500 for CIFAR-10 with 4000 labels")
     return fixed
+
+
+def _full_schedule(dataset: str, fixed: dict[str, Any], fidelity: dict[str, Any], path: str,
+                   fail: Fail) -> Schedule:
+    """The full-length schedule (the preset's, with [fixed]), and the trial length checked
+    against it: a search trial may be shorter than a reproduce run, never longer."""
+    try:
+        cfg = resolve({"dataset": dataset, **fixed})
+    except ValueError as e:
+        raise SpaceError(f"{path}: the trainer rejects this space: {e}") from e
+    full = Schedule(cfg.total_steps, cfg.warmup, cfg.milestones)
+    steps = fidelity.get("total_steps", full.total_steps)
+    if steps > full.total_steps:
+        fail("fidelity.total_steps", f"{steps} exceeds the full length, {full.total_steps} "
+             "steps (what --reproduce trains); leave it out to search at full length")
+    if fidelity["grace_steps"] > steps:
+        fail("fidelity.grace_steps", f"{fidelity['grace_steps']} exceeds a trial's "
+             f"{steps} steps")
+    return full
 
 
 def _params(specs: dict[str, Any], fixed: dict[str, Any], fail: Fail) -> list[Param]:

@@ -1,7 +1,7 @@
-"""The search benchmark's accounting (study/bench.py): an equal budget for both strategies,
+"""The search benchmark's accounting (study/bench/live.py): an equal budget for both strategies,
 the pick within it, and the paired difference over seeds."""
 
-from study.bench import aggregate, random_samples, summarise_run, within_budget
+from study.bench.live import aggregate, random_samples, summarise_run, within_budget
 
 
 def trial(i, seconds, status="completed", val=0.5, test_error=0.2, steps=100):

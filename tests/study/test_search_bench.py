@@ -1,4 +1,4 @@
-"""The search benchmark (study/bench.py) end to end, at a tiny size: equal budgets, picks
+"""The search benchmark (study/bench/live.py) end to end, at a tiny size: equal budgets, picks
 read back from the trials' own files, the plot written."""
 
 import csv
@@ -16,7 +16,7 @@ from tests.study.helpers import REPO, kill_group
 def test_the_benchmark_compares_the_strategies_at_an_equal_budget(tmp_path):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "study.bench", "--seeds", "1", "--num-samples", "3",
+        [sys.executable, "-m", "study.bench", "live", "--seeds", "1", "--num-samples", "3",
          "--steps-per-trial", "60", "--test-freq", "20", "--out", str(out), "--png", str(png),
          "--storage", str(tmp_path / "studies"), "--keep"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,

@@ -236,7 +236,7 @@ def study_name(strategy: str, seed: int) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m study.bench",
+    p = argparse.ArgumentParser(prog="python -m study.bench live",
                                 description="TPE + ASHA against random search (no early "
                                             "stopping) at an equal trainer-seconds budget.")
     a = p.add_argument
@@ -290,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     from study.spaces import load_space
 
     total_steps = args.steps_per_trial or load_space(SPACE).total_steps
-    command = shlex.join([sys.executable, "-m", "study.bench", *sys.argv[1:]]
-                         if argv is None else ["python", "-m", "study.bench", *argv])
+    command = shlex.join([sys.executable, "-m", "study.bench", "live", *sys.argv[1:]]
+                         if argv is None else ["python", "-m", "study.bench", "live", *argv])
     storage = os.path.abspath(args.storage or tempfile.mkdtemp(prefix="study-bench-"))
     created = not args.storage or not os.path.exists(storage)  # ours to remove afterwards
     os.makedirs(storage, exist_ok=True)

@@ -1,0 +1,20 @@
+"""`python -m study.bench replay|record|live ...`: see study/bench/__init__.py."""
+
+import sys
+
+MODES = {"replay": "study.bench.replay", "record": "study.bench.record",
+         "live": "study.bench.live"}
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in MODES:
+        print(f"usage: python -m study.bench {{{','.join(MODES)}}} ...\n\n"
+              + (__import__("study.bench").bench.__doc__ or ""), file=sys.stderr)
+        return 2
+    import importlib
+
+    return importlib.import_module(MODES[sys.argv[1]]).main(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
