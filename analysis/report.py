@@ -84,21 +84,45 @@ def write_report(frame: pd.DataFrame, out: str) -> dict[str, str]:
              for s, d in searched[["study", "study_dir"]].drop_duplicates().itertuples(False)}
     params = {s: [p["name"] for p in ps] for s, ps in specs.items()}
     if len(tables.search_trials(frame)):
-        best = tables.best_configs(frame, params)
+        dirs = dict(searched[["study", "study_dir"]].drop_duplicates().itertuples(False))
+        races = {s: r for s, d in dirs.items() if (r := results.study_race(d)) is not None}
+        best = tables.best_configs(frame, params, races)
         top = tables.top_trials(frame, params, TOP_K)
         ranking = tables.validation_ranking(frame)
         md += ["## Configuration chosen on validation, per search study", "",
-               "The completed trial with the highest validation score (the mean validation "
-               "accuracy of its last evaluations); its final test error is reported, never "
-               "used to choose.", "",
-               _write_table(out, "best_configs", best, _rounded(best)),
-               f"## Top {len(top)} trials by validation score", "",
+               "With a race (`chosen_by` race), the race's choice: the paper's defaults unless "
+               "a finalist beat them on the race's seeds by more than the noise "
+               "(docs/selection.md); without one, the completed search trial with the highest "
+               "validation score (the mean validation accuracy of its last evaluations). The "
+               "search trial's final test error is reported, never used to choose.", "",
+               _write_table(out, "best_configs", best, _rounded(best))]
+        if races:
+            race = tables.race_table(races)
+            md += ["## The race: finalists against the paper's defaults", "",
+                   "Each entrant trained at full length on the race's seeds (seeds of its own, "
+                   "never the search's nor a reproduction's); validation score per seed, their "
+                   "mean (n seeds) and the lead over the defaults. Test figures are not read.",
+                   "", _write_table(out, "race", race, _rounded(race)),
+                   *tables.race_decisions(races), ""]
+            made["race"] = os.path.join(out, "race.csv")
+        md += [f"## Top {len(top)} trials by validation score", "",
                _write_table(out, "top_trials", top, _rounded(top)),
                "## Does validation rank trials as the test set would?", "",
                "Spearman's rank correlation between the validation score and the final test "
-               "accuracy over each search's completed trials (1: the same order).", "",
+               "accuracy over each search's completed trials (1: the same order). Over fewer "
+               f"than {tables.FEW_TRIALS} trials it says little (caveat).", "",
                _write_table(out, "validation_ranking", ranking, _rounded(ranking))]
         made["validation_ranking"] = os.path.join(out, "validation_ranking.csv")
+        spaces = {s: results.study_info(d).get("space", {}) for s, d in dirs.items()}
+        rungs = tables.rung_correlation(frame[frame["mode"] == "search"],
+                                        results.curves(frame[frame["mode"] == "search"]),
+                                        {s: sp for s, sp in spaces.items() if "grace_steps" in sp})
+        if len(rungs):
+            md += ["## Do ASHA's early rungs predict the final scores?", "",
+                   "Spearman's correlation between a trial's validation score at each rung and "
+                   "at its end, over the trials that ran the full length (the search's and the "
+                   "race's).", "", _write_table(out, "rung_correlation", rungs, _rounded(rungs))]
+            made["rung_correlation"] = os.path.join(out, "rung_correlation.csv")
         made["curves"] = plots.curves(results.curves(frame), top,
                                       os.path.join(out, "curves.png"))
         made["history"] = plots.history(tables.search_trials(frame),
@@ -137,8 +161,11 @@ def _sources(frame: pd.DataFrame) -> list[str]:
 def _importance_section(frame, specs, out: str, made: dict[str, str]) -> list[str]:
     scores, notes, rows = {}, [], []
     for study, study_specs in specs.items():
-        s, note = importance(frame[frame["study"] == study], study_specs)
-        notes.append(f"- {study}: {note}")
+        trials = tables.search_trials(frame[frame["study"] == study])
+        s, note = importance(trials, study_specs)
+        n = int((trials["status"] == "completed").sum())
+        warn = tables.caveat(n)
+        notes.append(f"- {study}: {note}" + (f" ({warn})" if warn and s is not None else ""))
         if s is not None:
             scores[study] = s
             rows += [{"study": study, "parameter": p, "importance": v} for p, v in s.items()]

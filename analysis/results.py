@@ -30,8 +30,9 @@ CONFIG_COLUMNS = tuple(f.name for f in dataclasses.fields(Config) if f.name not 
 # final_*: the last evaluation (what tables report); best_test_*: the maximum over
 # evaluations, the authors' convention, an optimistic figure; val_score: what a study
 # selects on (trainer.loop.selection_score), NaN for runs without a validation set.
-RESULT_COLUMNS = ("study", "space", "mode", "kind", "variant", "trial_id", "trial_number",
-                  "status", "reason", "num_failures", "steps", "best_step", "val_score",
+RESULT_COLUMNS = ("study", "space", "mode", "kind", "variant", "phase", "entrant", "trial_id",
+                  "trial_number", "status", "reason", "num_failures", "steps", "best_step",
+                  "val_score",
                   "final_val_accuracy", "best_val_accuracy", "final_test_accuracy",
                   "final_test_error", "best_test_accuracy", "best_test_error",
                   "wall_seconds", "partial")
@@ -201,7 +202,11 @@ def _trial_row(trial_dir: str, study: str, mode: str, scheduler: str,
         params = _read_json(params_file) if os.path.isfile(params_file) else {}
     except CorruptFile:
         params = {}
-    base["variant"] = params.get("variant") if isinstance(params, dict) else None
+    params = params if isinstance(params, dict) else {}
+    base["variant"] = params.get("variant")
+    # a search study's trials: the search's, or its race's (study/race.py)
+    base["phase"] = params.get("phase", "search") if mode == "search" else None
+    base["entrant"] = params.get("entrant")
     try:
         if is_run(run_dir):
             row = run_row(run_dir)
@@ -304,12 +309,30 @@ def load(paths: Iterable[str]) -> pd.DataFrame:
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    columns = [*RESULT_COLUMNS[:8], *CONFIG_COLUMNS, *RESULT_COLUMNS[8:], *PATH_COLUMNS]
+    columns = [*RESULT_COLUMNS[:10], *CONFIG_COLUMNS, *RESULT_COLUMNS[10:], *PATH_COLUMNS]
     frame = pd.DataFrame(rows)
     for c in columns:
         if c not in frame:
             frame[c] = None
     return frame[columns + [c for c in frame.columns if c not in columns]]
+
+
+def study_race(study_dir: str) -> dict[str, Any] | None:
+    """The race a finished search study ran, as its driver recorded it in
+    study_summary.json: entrants, their validation scores per seed, the decision."""
+    path = os.path.join(study_dir, "study_summary.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        race = _read_json(path).get("race")
+    except (CorruptFile, AttributeError):
+        return None
+    return race if isinstance(race, dict) and "decision" in race else None
+
+
+def study_info(study_dir: str) -> dict[str, Any]:
+    """study.json of a study: its options, space and protocol."""
+    return _read_json(os.path.join(study_dir, "study.json"))
 
 
 def study_params(study_dir: str) -> list[dict[str, Any]]:

@@ -189,6 +189,7 @@ def tuning_gain(frame: pd.DataFrame, paper: Paper) -> pd.DataFrame:
         common = sorted(set(tuned.index) & set(default.index))
         diffs = [100.0 * (tuned[s] - default[s]) for s in common]
         mean, low, high = paired_interval(diffs)
+        detectable = detectable_gain(diffs)
         same = all(arms["tuned"][h].iloc[0] == arms["default"][h].iloc[0]
                    for h in HYPERPARAMETERS)
         first = group.iloc[0]
@@ -198,10 +199,25 @@ def tuning_gain(frame: pd.DataFrame, paper: Paper) -> pd.DataFrame:
                      "tuned_error": 100.0 * tuned[common].mean() if common else math.nan,
                      "default_error": 100.0 * default[common].mean() if common else math.nan,
                      "gain_mean": mean, "ci95_low": low, "ci95_high": high,
+                     "excludes_zero": bool(high < 0 or low > 0),
+                     "detectable_gain": detectable,
                      "note": "the search chose the paper's defaults" if same else ""})
     return pd.DataFrame(rows, columns=["study", "setting", "n", "seeds", "tuned_error",
                                        "default_error", "gain_mean", "ci95_low", "ci95_high",
-                                       "note"])
+                                       "excludes_zero", "detectable_gain", "note"])
+
+
+def detectable_gain(differences: list[float], power: float = 0.8) -> float:
+    """The smallest true gain these seeds would find (a 95% interval excluding zero) with
+    probability `power`, given the spread of the paired differences: (t_0.975 + t_power)
+    x sd / sqrt(n). NaN for fewer than 2 seeds."""
+    n = len(differences)
+    if n < 2:
+        return math.nan
+    sd = pd.Series(differences).std(ddof=1)
+    df = n - 1
+    return float((scipy_stats.t.ppf(0.975, df) + scipy_stats.t.ppf(power, df)) * sd
+                 / math.sqrt(n))
 
 
 def validation_ranking(frame: pd.DataFrame) -> pd.DataFrame:
@@ -214,12 +230,94 @@ def validation_ranking(frame: pd.DataFrame) -> pd.DataFrame:
         if len(done) >= 3:
             rho = float(scipy_stats.spearmanr(done["val_score"],
                                               done["final_test_accuracy"]).statistic)
-        rows.append({"study": study, "completed_trials": len(done), "spearman_rho": rho})
+        rows.append({"study": study, "completed_trials": len(done), "spearman_rho": rho,
+                     "caveat": caveat(len(done))})
     return pd.DataFrame(rows)
 
 
 def search_trials(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[(frame["mode"] == "search") & frame["final_test_accuracy"].notna()]
+    """The trials a searcher proposed (not its race's), with a result."""
+    return frame[(frame["mode"] == "search") & (frame["phase"].fillna("search") == "search")
+                 & frame["final_test_accuracy"].notna()]
+
+
+# Below this many trials a rank correlation or an importance says little (a Spearman
+# correlation over 5 trials must exceed 0.9 to be significant at 5 %).
+FEW_TRIALS = 10
+
+
+def caveat(n: int) -> str:
+    return f"only {n} trials: too few to trust" if n < FEW_TRIALS else ""
+
+
+def race_table(races: dict[str, dict]) -> pd.DataFrame:
+    """Per search study with a race: each entrant's values, its search trial's validation
+    score, its validation score on each race seed, their mean and its lead over the
+    defaults, and whether the race chose it. Validation only: the race reads nothing else."""
+    rows = []
+    for study, race in sorted(races.items()):
+        decision = race["decision"]
+        base = decision["means"].get("defaults")
+        for name, e in race["entrants"].items():
+            mean = decision["means"].get(name)
+            rows.append({"study": study, "entrant": name, **e["config"],
+                         "search_val_score": e.get("search_val_score"),
+                         "search_steps": e.get("search_steps"),
+                         **{f"seed {seed}": score for seed, score in e["val_scores"].items()},
+                         "mean": mean, "n": len(decision["seeds"]),
+                         "vs_defaults": None if mean is None or base is None or
+                         name == "defaults" else mean - base,
+                         "chosen": name == decision["choice"]})
+    return pd.DataFrame(rows)
+
+
+def race_decisions(races: dict[str, dict]) -> list[str]:
+    """One line per race: its decision and the figures behind it."""
+    out = []
+    for study, race in sorted(races.items()):
+        d = race["decision"]
+        figures = ""
+        if d.get("threshold") is not None:
+            figures = (f" (advantage {d['advantage']:+.4f}, needed more than "
+                       f"{d['threshold']:.4f}: one run's noise sd {d['noise_sd']:.4f} over "
+                       f"{d['df']} degrees of freedom, one-sided level {d['alpha']} shared by "
+                       "the finalists)")
+        out.append(f"- {study}: {d['reason']}{figures}; means over {len(d['seeds'])} seeds")
+    return out
+
+
+def rung_steps(space: dict) -> list[int]:
+    """ASHA's rungs of a space (as Ray's ASHA places them: grace x factor^k below the
+    trial length)."""
+    total, grace, factor = space["total_steps"], space["grace_steps"], space["reduction_factor"]
+    count = int(math.log(total / min(grace, total)) / math.log(factor) + 1)
+    return [int(grace * factor ** k) for k in range(count) if grace * factor ** k < total]
+
+
+def rung_correlation(frame: pd.DataFrame, history: pd.DataFrame,
+                     spaces: dict[str, dict]) -> pd.DataFrame:
+    """Per search study and ASHA rung: Spearman's correlation, over the trials that ran the
+    full length (the search's and the race's), between the validation score at the rung and
+    at the end: how well the early scores ASHA stops on predict the final ones."""
+    rows = []
+    for study, space in sorted(spaces.items()):
+        trials = frame[(frame["study"] == study) & (frame["status"] == "completed")]
+        curves = history[history["study"] == study]
+        for rung in rung_steps(space):
+            pairs = []
+            for trial_id in trials["trial_id"]:
+                h = curves[curves["trial_id"] == trial_id]
+                early = h[h["step"] <= rung]
+                if len(early) and "val_score" in h and h["val_score"].notna().all():
+                    pairs.append((early["val_score"].iloc[-1], h["val_score"].iloc[-1]))
+            rho = math.nan
+            if len(pairs) >= 3:
+                rho = float(scipy_stats.spearmanr(*zip(*pairs)).statistic)
+            rows.append({"study": study, "rung_step": rung, "final_step": space["total_steps"],
+                         "trials": len(pairs), "spearman_rho": rho,
+                         "caveat": caveat(len(pairs))})
+    return pd.DataFrame(rows, columns=["study", "rung_step", "final_step", "trials",
+                                       "spearman_rho", "caveat"])
 
 
 def _ranked(trials: pd.DataFrame) -> pd.DataFrame:
@@ -229,18 +327,39 @@ def _ranked(trials: pd.DataFrame) -> pd.DataFrame:
     return key.sort_values(["_full", "_score"], ascending=False).drop(columns=["_full", "_score"])
 
 
-def best_configs(frame: pd.DataFrame, params: dict[str, list[str]]) -> pd.DataFrame:
-    """Per search study: the trial chosen on validation and its searched values; its final
-    test error is reported, not used to choose."""
+def best_configs(frame: pd.DataFrame, params: dict[str, list[str]],
+                 races: dict[str, dict] | None = None) -> pd.DataFrame:
+    """Per search study: the configuration it chose on validation and how. With a race,
+    the race's choice (the defaults unless a finalist beat them by more than the noise);
+    without one, the best completed search trial. The search trial's final test error is
+    reported, never used to choose."""
     rows = []
+    races = races or {}
     for study, group in search_trials(frame).groupby("study", sort=True):
         best = _ranked(group).iloc[0]
-        rows.append({"study": study, "space": best["space"], "trial_id": best["trial_id"],
-                     "status": best["status"], "steps": best["steps"],
-                     "val_score": best["val_score"],
-                     "final_test_error": 100.0 * best["final_test_error"],
-                     "trials": len(group),
-                     **{p: best[p] for p in params.get(study, [])}})
+        names = params.get(study, [])
+        row = {"study": study, "space": best["space"], "chosen_by": "best search trial",
+               "trial_id": best["trial_id"], "status": best["status"], "steps": best["steps"],
+               "val_score": best["val_score"], "race_mean": math.nan, "race_seeds": 0,
+               "final_test_error": 100.0 * best["final_test_error"], "trials": len(group),
+               **{p: best[p] for p in names}}
+        race = races.get(study)
+        if race is not None:
+            choice = race["decision"]["choice"]
+            entrant = race["entrants"].get(choice, {})
+            trial = group[group["trial_id"] == entrant.get("search_trial_id")]
+            row.update(chosen_by=f"race: {choice}" + (" replaced the defaults"
+                                                       if race["decision"]["replaced"]
+                                                       else " (the defaults kept)"),
+                       race_mean=race["decision"]["means"].get(choice, math.nan),
+                       race_seeds=len(race["decision"]["seeds"]),
+                       **{p: entrant.get("config", {}).get(p) for p in names})
+            if len(trial):
+                t = trial.iloc[0]
+                row.update(trial_id=t["trial_id"], status=t["status"], steps=t["steps"],
+                           val_score=t["val_score"],
+                           final_test_error=100.0 * t["final_test_error"])
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -299,6 +418,10 @@ def tuning_gain_display(table: pd.DataFrame) -> pd.DataFrame:
             lambda d: "—" if math.isnan(d) else f"{d:+.2f}"),
         "95% interval": [("—" if math.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]")
                          for lo, hi in zip(table["ci95_low"], table["ci95_high"])],
+        "excludes 0": ["—" if math.isnan(lo) else "yes" if x else "no"
+                       for lo, x in zip(table["ci95_low"], table["excludes_zero"])],
+        "smallest detectable gain": table["detectable_gain"].map(
+            lambda d: "—" if math.isnan(d) else f"{d:.2f}"),
         "n": table["n"], "note": table["note"],
     })
 

@@ -17,20 +17,26 @@ from study.driver import (
     StudyOptions,
     check_address,
     run_study,
+    variants,
 )
 from study.lock import StudyLocked, claim, refuse_existing
+from study.race import DEFAULTS, SEED_BLOCK, selection_seeds
 from study.spaces import SpaceError, available, load_space
 from trainer.config import DEVICES, PRECISIONS, resolve
+from trainer.methods import METHODS
 from trainer.own_data import dataset_name
 
 # Options fixed when a study starts and taken from its study.json on --resume.
 SHAPE_OF_A_STUDY = ("space", "dataset", "mode", "num_samples", "scheduler", "searcher", "seed",
                     "seeds", "config_source", "total_steps", "test_freq", "max_concurrent",
-                    "best_config")
+                    "best_config", "race_finalists", "race_seeds")
 
 MODES_HELP = """modes:
   (default)       search: Optuna TPE over the space, ASHA early stopping, both reading only
-                  the validation score; the test set is recorded, never selected on
+                  the validation score; then the race: the best trials and the paper's
+                  defaults at full length on seeds of their own, where a finalist replaces
+                  the defaults only when it beats them by more than the noise; the test set
+                  is recorded, never selected on
   --reproduce N   at full length, N seeds each: the configuration chosen on validation, the
                   paper's defaults and the supervised baseline (--config paper: no tuned arm)
   --then-reproduce N
@@ -70,7 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-concurrent", type=int, help="at most this many trials at once")
     a("--max-failures", type=int, default=2, help="retries of a crashed trial, each from its "
                                                   "last checkpoint")
-    a("--seed", type=int, default=0, help="the Optuna sampler's seed")
+    a("--seed", type=int, default=0,
+      help="the Optuna sampler's seed; it also picks the search's and the race's trainer "
+           "seeds (never those of --reproduce)")
+    a("--race-finalists", type=int, default=3, metavar="K",
+      help="after the search, its K best trials race the paper's defaults at full length "
+           "(default 3; 0: no race, the best search trial is chosen)")
+    a("--race-seeds", type=int, default=3, metavar="S",
+      help="seeds of the race, shared by its entrants (default 3, at least 2)")
     a("--reproduce", type=int, metavar="N",
       help="the chosen and default configurations and the supervised baseline at full "
            "length, N seeds each")
@@ -99,6 +112,10 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
     _check_numbers(args)
     mode = _mode(args)
     space = load_space(args.space, args.dataset)
+    try:
+        selection_seeds(space, args.seed, args.race_seeds)
+    except ValueError as e:
+        raise StudyError(str(e)) from e
     search_name = _check_name(args.name or (dataset_name(space.dataset) if args.dataset
                                             else space.name))
     name = search_name if mode == "search" else f"{search_name}-{mode}"
@@ -110,6 +127,7 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
         cap_gpu_memory=args.cap_gpu_memory,
         max_concurrent=args.max_concurrent, max_failures=args.max_failures, seed=args.seed,
         seeds=args.reproduce or args.ablation or 3, config_source=args.config,
+        race_finalists=args.race_finalists, race_seeds=args.race_seeds,
         total_steps=args.steps_per_trial, test_freq=args.test_freq, data_path=args.data_path,
         device=args.device, compile=args.compile, searcher=args.searcher,
         # fp32 for the runs a table reports, until bf16 is shown equal on a GPU
@@ -118,8 +136,11 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
         verbose=args.verbose)
 
     storage.check_writable(args.storage_path)
-    trials = {"search": args.num_samples + 3 * (args.then_reproduce or 0),
-              "reproduce": 3 * (args.reproduce or 0), "ablation": 4 * (args.ablation or 0)}[mode]
+    arms = len(variants(dataclasses.replace(opts, config_source="best"), space))
+    race = (args.race_finalists + 1) * args.race_seeds
+    trials = {"search": args.num_samples + race + arms * (args.then_reproduce or 0),
+              "reproduce": len(variants(opts, space)) * (args.reproduce or 0),
+              "ablation": len(METHODS) * (args.ablation or 0)}[mode]
     cfg = resolve(space.trainer_settings(space.defaults()))
     storage.check_free_space(args.storage_path,
                              trials * storage.trial_bytes(cfg.architecture, cfg.dataset))
@@ -149,6 +170,16 @@ def _check_numbers(args: argparse.Namespace) -> None:
                  "steps_per_trial", "test_freq"):
         positive(name, getattr(args, name))
     positive("max_failures", args.max_failures, allow_zero=True)
+    positive("race_finalists", args.race_finalists, allow_zero=True)
+    if args.race_finalists and not 2 <= args.race_seeds < SEED_BLOCK:
+        raise StudyError(f"--race-seeds: {args.race_seeds}: the race needs at least 2 seeds to "
+                         f"measure the noise, and fewer than {SEED_BLOCK}; or --race-finalists "
+                         "0 for no race")
+    for name in ("reproduce", "then_reproduce", "ablation"):
+        if (getattr(args, name) or 0) >= SEED_BLOCK:
+            raise StudyError(f"--{name.replace('_', '-')}: at most {SEED_BLOCK - 1} seeds (the "
+                             "seeds above them belong to searches and races)")
+    positive("seed", args.seed, allow_zero=True)
     for name in ("gpus_per_trial", "cpus_per_trial"):
         value = getattr(args, name)
         if value is not None and not math.isfinite(value):
@@ -248,12 +279,42 @@ def _print_summary(summary: dict) -> None:
           f"{summary['num_completed']} completed, {summary['num_stopped_early']} stopped early, "
           f"{summary['num_diverged']} diverged, {summary['num_errored']} errored, "
           f"{summary['wall_seconds']:.0f}s")
+    if summary.get("race"):
+        print(race_table(summary["race"]))
     if summary["mode"] == "search" and summary["best_config"] is not None:
-        print(f"chosen on validation: {summary['best_config']} (validation score "
-              f"{summary['best_val_score']:.4f}; its test accuracy "
-              f"{summary['best_trial_test_accuracy']:.4f}, reported, not used to choose)")
+        score = summary["best_val_score"]
+        test = summary["best_trial_test_accuracy"]
+        print(f"chosen on validation: {summary['best_config']}"
+              + (f" (validation score {score:.4f}" if score is not None else " (")
+              + (f"; its search trial's test accuracy {test:.4f}, reported, not used to "
+                 "choose)" if test is not None else ")"))
     print(f"study directory: {summary['path']}")
     report = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "analysis", "report.py")
     if os.path.isfile(report):
         print(f"analyse it: python analysis/report.py {summary['path']}")
+
+
+def race_table(race: dict) -> str:
+    """The race as printed: each entrant's values, search score, score per seed, mean."""
+    decision = race["decision"]
+    seeds = [str(s) for s in decision["seeds"]] or sorted(
+        {k for e in race["entrants"].values() for k in e["val_scores"]})
+    names = list(next(iter(race["entrants"].values()))["config"]) if race["entrants"] else []
+    lines = ["race: validation score of each entrant at full length, per seed (n = "
+             f"{len(decision['seeds'])} seeds shared by every entrant)",
+             "| entrant | " + " | ".join(names) + " | search trial | "
+             + " | ".join(f"seed {s}" for s in seeds) + " | mean | vs defaults |",
+             "|" + "---|" * (len(names) + len(seeds) + 4)]
+    base = decision["means"].get(DEFAULTS)
+    for name, e in race["entrants"].items():
+        mean = decision["means"].get(name)
+        search = (f"{e['search_val_score']:.4f} at step {e['search_steps']}"
+                  if e.get("search_val_score") is not None else "—")
+        vs = "—" if mean is None or base is None or name == DEFAULTS else f"{mean - base:+.4f}"
+        lines.append(f"| {name} | " + " | ".join(f"{e['config'][k]:.4g}" for k in names)
+                     + f" | {search} | " + " | ".join(
+                         f"{e['val_scores'][s]:.4f}" if s in e["val_scores"] else "failed"
+                         for s in seeds)
+                     + f" | {'—' if mean is None else f'{mean:.4f}'} | {vs} |")
+    return "\n".join(lines + [f"decision: {decision['reason']}"])

@@ -13,9 +13,9 @@ from typing import Any
 
 from study import storage
 from study.capacity import Capacity, read_capacity
+from study.race import DEFAULTS, base_seed, decide, same_config, selection_seeds
 from study.spaces import Space, load_space
 from trainer import rundir
-from trainer.config import PRESETS, Config
 from trainer.methods import METHODS
 from trainer.own_data import fingerprint, is_dataset_path
 
@@ -53,8 +53,12 @@ class StudyOptions:
     cpus_per_trial: float | None = None
     max_concurrent: int | None = None
     max_failures: int = 2
-    seed: int = 0  # the searcher's seed
+    seed: int = 0  # the searcher's seed; it also picks the search's and the race's trainer seeds
     seeds: int = 3  # runs per configuration in reproduce/ablation modes
+    # After a search, its best race_finalists and the defaults train at full length on
+    # race_seeds seeds of their own (study/race.py); 0 finalists: no race.
+    race_finalists: int = 3
+    race_seeds: int = 3
     config_source: str = "best"  # reproduce: the study's best or the paper's defaults
     total_steps: int | None = None  # override the space's steps per trial
     test_freq: int | None = None
@@ -153,16 +157,33 @@ def plan_resources(opts: StudyOptions, space: Space, capacity: Capacity) -> dict
     return {"cpu": cpus, "gpu": gpus}
 
 
+def trial_steps(opts: StudyOptions, space: Space) -> int:
+    """The length of this study's trials: a search's top rung, or a reproduce run's."""
+    return opts.total_steps or (space.total_steps if opts.mode == "search"
+                                else space.full.total_steps)
+
+
+def race_steps(opts: StudyOptions, space: Space) -> int:
+    """The race's length: that of the runs --reproduce will make."""
+    return opts.total_steps or space.full.total_steps
+
+
+def racing(opts: StudyOptions) -> bool:
+    return opts.mode == "search" and opts.race_finalists > 0
+
+
 def _base_settings(opts: StudyOptions, space: Space) -> dict[str, Any]:
+    """Trainer settings of every trial before its own values and length (run_trial scales
+    the schedule to the length: study.spaces.scale_schedule)."""
     base = {"data_path": os.path.abspath(opts.data_path), "device": opts.device,
-            "precision": opts.precision, "compile": opts.compile}
-    if opts.mode == "search":
-        base.update(space.trainer_settings({}))
-    else:  # full length: the dataset preset's schedule, the space's fixed settings
-        base.update({"dataset": space.dataset,
-                     **{k: v for k, v in space.fixed.items() if k != "milestones"}})
-    if opts.total_steps:
-        base["total_steps"] = opts.total_steps
+            "precision": opts.precision, "compile": opts.compile,
+            "dataset": space.dataset, **space.fixed, "total_steps": trial_steps(opts, space),
+            "full_schedule": asdict(space.full)}
+    if opts.mode == "search":  # every search trial on one seed: compared on equal noise
+        base.update(test_freq=space.test_freq,
+                    seed=selection_seeds(space, opts.seed, opts.race_seeds)[0])
+        if racing(opts):
+            base["race_steps"] = race_steps(opts, space)
     if opts.test_freq:
         base["test_freq"] = opts.test_freq
     return base
@@ -182,8 +203,9 @@ def variants(opts: StudyOptions, space: Space) -> dict[str, dict[str, Any]]:
 
 
 def seeds(opts: StudyOptions, space: Space) -> list[int]:
-    """Reproduce and ablation seeds: the paper's seed of the dataset, then the next ones."""
-    first = PRESETS.get(space.dataset, {}).get("seed", Config.seed)  # your data: the default
+    """Reproduce and ablation seeds: the paper's seed of the dataset, then the next ones
+    (never those of a search or its race, study/race.py)."""
+    first = base_seed(space)
     return [first + i for i in range(opts.seeds)]
 
 
@@ -215,7 +237,8 @@ def data_record(space: Space) -> dict[str, Any]:
 
 def trial_base(opts: StudyOptions, space: Space, per_trial: dict[str, float]) -> dict[str, Any]:
     """What every trial gets besides its sampled values: trainer settings, and the keys
-    run_trial takes out first (`gpu_share`: cap the GPU memory; `variants`: reproduce arms)."""
+    run_trial takes out first (`gpu_share`: cap the GPU memory; `variants`: reproduce arms;
+    `full_schedule`, `race_steps`: the schedule and the race's length)."""
     base = _base_settings(opts, space)
     if opts.cap_gpu_memory and 0 < per_trial["gpu"] < 1:
         base["gpu_share"] = per_trial["gpu"]  # study/gpu_share.py
@@ -226,30 +249,40 @@ def trial_base(opts: StudyOptions, space: Space, per_trial: dict[str, float]) ->
     return base
 
 
-def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float]):
+def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float],
+                trial_function=None):
+    """The study's Tuner. `trial_function(config, base)` is what each trial runs: the
+    trainer (study.trainable.run_trial), or for the replay's check a recorded table
+    (study.bench.replay.table_trial)."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
     from study.trainable import run_trial
     from study.trust import SealCallback
 
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=trial_base(opts, space, per_trial)), per_trial)
+        tune.with_parameters(trial_function or run_trial,
+                             base=trial_base(opts, space, per_trial)), per_trial)
     if opts.resume:
         return tune.Tuner.restore(opts.path, trainable, resume_unfinished=True,
                                   resume_errored=True)
     search_alg = scheduler = None
     num_samples = 1
     if opts.mode == "search":
-        from study.search import make_searcher
+        from study.search import RaceAwareASHA, RaceSearch, make_searcher
 
-        total = opts.total_steps or space.total_steps
+        total = trial_steps(opts, space)
         search_alg = make_searcher(space, METRIC, MODE, opts.path, opts.name, opts.seed,
                                    opts.max_concurrent, total, opts.num_samples,
                                    opts.searcher)
         num_samples = opts.num_samples
+        if racing(opts):
+            race_seeds = selection_seeds(space, opts.seed, opts.race_seeds)[1]
+            search_alg = RaceSearch(search_alg, opts.num_samples, opts.race_finalists,
+                                    race_seeds, space.defaults(), opts.max_concurrent)
+            num_samples += (opts.race_finalists + 1) * opts.race_seeds
         if opts.scheduler == "asha":
-            scheduler = ASHAScheduler(time_attr="step", max_t=total,
+            scheduler = RaceAwareASHA(time_attr="step", max_t=total,
                                       grace_period=min(space.grace_steps, total),
                                       reduction_factor=space.reduction_factor)
     scheduler = scheduler or FIFOScheduler()
@@ -296,56 +329,113 @@ def chosen_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
 def summarise(opts: StudyOptions, space: Space, results, wall_seconds: float) -> dict[str, Any]:
     """study_summary.json: trial counts by outcome and the configuration chosen on validation.
 
-    The best configuration is the completed (full-length) trial with the highest final
-    validation score; trials stopped early compete only when none completed. Test accuracy
+    Without a race, the chosen configuration is the completed (full-length) search trial
+    with the highest final validation score (trials stopped early compete only when none
+    completed). With a race, it is the race's decision (study.race.decide). Test accuracy
     is recorded beside it and never read to choose.
     """
-    total = opts.total_steps or (space.total_steps if opts.mode == "search" else
-                                 PRESETS[space.dataset].get("total_steps"))
-    trials = []
-    for r in results:
-        m = dict(r.metrics or {})
-        run = _run_summary(r.path)
-        if run and run.get("status") == "completed" and not r.error:
-            # The trainer's own record wins: a trial restored (by a resumed study) from its
-            # final checkpoint reports nothing more, and Tune's last result may be older.
-            m.update(step=run["steps"], best_test_accuracy=run["best_test_accuracy"],
-                     test_accuracy=run["final_test_accuracy"])
-            if "final_val_score" in run:
-                m.update(val_score=run["final_val_score"], val_accuracy=run["final_val_accuracy"])
-        steps = int(m.get("step", 0))
-        if r.error:
-            status = "error"
-        elif m.get("diverged"):  # the trainable ended it: NaN/inf loss, see run/summary.json
-            status = "diverged"
-        else:
-            status = "stopped_early" if total and steps < total else "completed"
-        trials.append({"trial_id": m.get("trial_id") or (r.config or {}).get("trial_id"),
-                       "status": status, "steps": steps,
-                       "error": str(r.error).strip().splitlines()[-1][:300] if r.error else None,
-                       "val_score": m.get("val_score"),
-                       "final_val_accuracy": m.get("val_accuracy"),
-                       "final_test_accuracy": m.get("test_accuracy"),
-                       "best_test_accuracy": m.get("best_test_accuracy"),
-                       "config": {k: v for k, v in (r.config or {}).items()},
-                       "path": r.path})
-    best = chosen_trial(trials)
+    trials = [_trial_record(opts, space, r) for r in results]
+    search = [t for t in trials if t["phase"] != "race"]
+    best = chosen_trial(search)
+    race = race_summary(trials, search, space) if racing(opts) else None
+    chosen = {"config": best["config"] if best else None,
+              "val_score": best["val_score"] if best else None,
+              "test": best["final_test_accuracy"] if best else None,
+              "trial": best["trial_id"] if best else None}
+    if race is not None:  # the race decides; where it could not run, the defaults stand
+        entrant = race["entrants"].get(race["decision"]["choice"],
+                                       {"config": space.defaults(), "race_mean": None})
+        trial = next((t for t in search if t["trial_id"] == entrant.get("search_trial_id")),
+                     {})
+        chosen = {"config": entrant["config"], "val_score": entrant["race_mean"],
+                  "test": trial.get("final_test_accuracy"), "trial": trial.get("trial_id")}
+    among = ("the race: the defaults and the best search trials at full length on seeds of "
+             "their own" if race is not None
+             else "completed trials" if best and best["status"] == "completed"
+             else "trials stopped early (none completed)")
     return {
         "name": opts.name, "space": space.name, "mode": opts.mode, "path": opts.path,
         "selection": {"metric": METRIC, "split": "validation", "num_val": space.fixed["num_val"],
-                      "among": "completed trials" if best and best["status"] == "completed"
-                      else "trials stopped early (none completed)"},
+                      "among": among},
         "num_trials": len(trials),
+        "num_search_trials": len(search),
+        "num_race_trials": len(trials) - len(search),
         "num_completed": sum(t["status"] == "completed" for t in trials),
         "num_stopped_early": sum(t["status"] == "stopped_early" for t in trials),
         "num_errored": sum(t["status"] == "error" for t in trials),
         "num_diverged": sum(t["status"] == "diverged" for t in trials),
-        "best_config": best["config"] if best else None,
-        "best_val_score": best["val_score"] if best else None,
-        "best_trial_test_accuracy": best["final_test_accuracy"] if best else None,
-        "best_trial_id": best["trial_id"] if best else None,
+        "best_config": chosen["config"],
+        "best_val_score": chosen["val_score"],
+        "best_trial_test_accuracy": chosen["test"],
+        "best_trial_id": chosen["trial"],
+        "race": race,
         "wall_seconds": wall_seconds, "trials": trials,
     }
+
+
+def _trial_record(opts: StudyOptions, space: Space, r) -> dict[str, Any]:
+    """One trial of the summary: its outcome and figures, from Tune and the trainer's files."""
+    m = dict(r.metrics or {})
+    config = dict(r.config or {})
+    phase = config.pop("phase", "search" if opts.mode == "search" else opts.mode)
+    entrant = config.pop("entrant", None)
+    total = race_steps(opts, space) if phase == "race" else trial_steps(opts, space)
+    run = _run_summary(r.path)
+    if run and run.get("status") == "completed" and not r.error:
+        # The trainer's own record wins: a trial restored (by a resumed study) from its
+        # final checkpoint reports nothing more, and Tune's last result may be older.
+        m.update(step=run["steps"], best_test_accuracy=run["best_test_accuracy"],
+                 test_accuracy=run["final_test_accuracy"])
+        if "final_val_score" in run:
+            m.update(val_score=run["final_val_score"], val_accuracy=run["final_val_accuracy"])
+    steps = int(m.get("step", 0))
+    if r.error:
+        status = "error"
+    elif m.get("diverged"):  # the trainable ended it: NaN/inf loss, see run/summary.json
+        status = "diverged"
+    else:
+        status = "stopped_early" if total and steps < total else "completed"
+    return {"trial_id": m.get("trial_id") or (r.config or {}).get("trial_id"),
+            "phase": phase, "entrant": entrant, "status": status, "steps": steps,
+            "error": str(r.error).strip().splitlines()[-1][:300] if r.error else None,
+            "val_score": m.get("val_score"),
+            "final_val_accuracy": m.get("val_accuracy"),
+            "final_test_accuracy": m.get("test_accuracy"),
+            "best_test_accuracy": m.get("best_test_accuracy"),
+            "config": config, "path": r.path}
+
+
+def race_summary(trials: list[dict[str, Any]], search: list[dict[str, Any]],
+                 space: Space) -> dict[str, Any]:
+    """The race as it ran: each entrant's configuration, its search trial, its validation
+    score per race seed, and the decision. Only validation scores are read."""
+    names = list(space.defaults())
+    entrants: dict[str, dict[str, Any]] = {}
+    for t in trials:
+        if t["phase"] != "race":
+            continue
+        e = entrants.setdefault(t["entrant"], {
+            "config": {k: t["config"][k] for k in names}, "val_scores": {}, "failed": []})
+        if t["status"] == "completed" and t["val_score"] is not None:
+            e["val_scores"][int(t["config"]["seed"])] = float(t["val_score"])
+        else:
+            e["failed"].append(int(t["config"]["seed"]))
+    for e in entrants.values():
+        match = next((t for t in search if same_config(
+            {k: t["config"].get(k) for k in names}, e["config"])), None)
+        if match is not None:  # the defaults' trial may be missing where a resume lost it
+            e.update(search_trial_id=match["trial_id"], search_val_score=match["val_score"],
+                     search_steps=match["steps"])
+    num_val = space.fixed.get("num_val") or 0
+    decision = decide({n: e["val_scores"] for n, e in entrants.items()},
+                      resolution=1.0 / num_val if num_val else 0.0).to_dict()
+    for name, e in entrants.items():
+        e["race_mean"] = decision["means"].get(name)
+    # JSON keys are strings: the seeds of each entrant's scores become text
+    for e in entrants.values():
+        e["val_scores"] = {str(k): v for k, v in sorted(e["val_scores"].items())}
+    order = sorted(entrants, key=lambda n: (n != DEFAULTS, n))
+    return {"entrants": {n: entrants[n] for n in order}, "decision": decision}
 
 
 def reconcile(opts: StudyOptions, results) -> dict[str, Any]:
@@ -392,11 +482,31 @@ def protocol(opts: StudyOptions, space: Space) -> dict[str, Any]:
         "stopped_early": "told to Optuna as PRUNED with their intermediate values",
         "precision": opts.precision,
         "seeds": seeds(opts, space) if opts.mode != "search" else None,
+        **(_search_protocol(opts, space) if opts.mode == "search" else {}),
     }
 
 
-def run_study(opts: StudyOptions) -> dict[str, Any]:
-    """Validate against the cluster, run (or resume) the study, write study_summary.json."""
+def _search_protocol(opts: StudyOptions, space: Space) -> dict[str, Any]:
+    search_seed, race_seeds = selection_seeds(space, opts.seed, opts.race_seeds)
+    steps, full = trial_steps(opts, space), space.full.total_steps
+    out: dict[str, Any] = {
+        "search_seed": search_seed,
+        "trial_length": f"{steps} steps" + ("" if steps == full else
+                                            f" of the full {full}, warm-up and milestones "
+                                            "scaled by the same factor"),
+    }
+    if racing(opts):
+        out.update(race_seeds=race_seeds, race=(
+            f"the defaults and the {opts.race_finalists} best search trials train "
+            f"{race_steps(opts, space)} steps on each race seed; a finalist replaces the "
+            "defaults only when its mean validation advantage, paired over the seeds, exceeds "
+            "one validation image and the one-sided t threshold (docs/selection.md)"))
+    return out
+
+
+def run_study(opts: StudyOptions, trial_function=None) -> dict[str, Any]:
+    """Validate against the cluster, run (or resume) the study, write study_summary.json.
+    `trial_function`: what each trial runs, the trainer by default (build_tuner)."""
     import ray
 
     space = load_space(opts.space, opts.dataset)
@@ -426,7 +536,7 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
                 from study.trust import sealing_snapshots
 
                 stack.enter_context(sealing_snapshots(opts.path))
-            tuner = build_tuner(opts, space, per_trial)
+            tuner = build_tuner(opts, space, per_trial, trial_function)
             t0 = time.perf_counter()
             results = tuner.fit()
         summary = summarise(opts, space, results, time.perf_counter() - t0)

@@ -46,9 +46,11 @@ MONITOR_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\s+\w+\s+\S+ 
 
 def study_args(extra: list[str], name: str, storage: str, address: str | None) -> list[str]:
     """The rehearsal's study: the digits space with the packing of PACKING_OF's trials, every
-    trial to full length (FIFO), retried after a lost node; `extra` overrides any of it."""
+    trial to full length (FIFO), retried after a lost node, no race (what it rehearses is
+    the cluster); `extra` overrides any of it."""
     packing = load_space(PACKING_OF)
     return ["--space", "digits", "--num-samples", "4", "--scheduler", "fifo",
+            "--race-finalists", "0",
             "--gpus-per-trial", f"{packing.gpus_per_trial:g}",
             "--cpus-per-trial", f"{packing.cpus_per_trial:g}",
             "--steps-per-trial", "100", "--test-freq", "25", "--max-failures", "3",

@@ -261,7 +261,9 @@ def _full_schedule(dataset: str, fixed: dict[str, Any], fidelity: dict[str, Any]
     try:
         cfg = resolve({"dataset": dataset, **fixed})
     except ValueError as e:
-        raise SpaceError(f"{path}: the trainer rejects this space: {e}") from e
+        field = str(e).split(":", 1)[0]
+        key = f"fixed.{field}" if field in fixed else field
+        raise SpaceError(f"{path}: {key}: the trainer rejects this space: {e}") from e
     full = Schedule(cfg.total_steps, cfg.warmup, cfg.milestones)
     steps = fidelity.get("total_steps", full.total_steps)
     if steps > full.total_steps:

@@ -24,6 +24,7 @@ import ray
 from ray import tune
 
 from study.gpu_share import cap_cuda_memory
+from study.spaces import Schedule, scale_schedule
 from trainer import checkpoint, resolve, rundir, train
 from trainer.device import resolve_device
 from trainer.loop import RunHooks, TrainingDiverged
@@ -120,6 +121,21 @@ def check_data(dataset: str | None, expected: str | None) -> None:
                           "every node the same copy")
 
 
+def trial_settings(config: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """The trainer settings of a trial: the study's `base`, then a reproduce arm's values,
+    then the trial's own; at the length of its phase (a race trial: race_steps), with the
+    full schedule scaled to it."""
+    config, base = dict(config), dict(base)
+    full = Schedule(**base.pop("full_schedule"))
+    race = base.pop("race_steps", None)
+    arms = base.pop("variants", None)
+    if arms is not None:  # a reproduce study: the arm's values, then this trial's seed
+        config = {**arms[config.pop("variant")], **config}
+    steps = race if config.pop("phase", None) == "race" else base["total_steps"]
+    config.pop("entrant", None)
+    return scale_schedule({**base, **config}, full, steps)
+
+
 def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     """Train one trial: `base` (study-wide trainer settings) overridden by `config` (sampled)."""
     config, base = dict(config), dict(base)
@@ -127,10 +143,8 @@ def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     cap = cap_cuda_memory(share) if share and resolve_device(base["device"]).type == "cuda" \
         else None
     check_data(base.get("dataset"), base.pop("data_fingerprint", None))
-    arms = base.pop("variants", None)
-    if arms is not None:  # a reproduce study: the arm's values, then this trial's seed
-        config = {**arms[config.pop("variant")], **config}
-    settings = {**base, **config, "save_path": os.path.abspath(RUN_DIR)}
+    settings = trial_settings(config, base)
+    settings["save_path"] = os.path.abspath(RUN_DIR)
     os.makedirs(RUN_DIR, exist_ok=True)
     # Outside the working directory, which Tune syncs to storage as the trial's artifacts.
     with tempfile.TemporaryDirectory(prefix="metasemi-restore-") as restore_dir:

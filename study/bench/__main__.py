@@ -1,8 +1,9 @@
-"""`python -m study.bench replay|record|live ...`: see study/bench/__init__.py."""
+"""`python -m study.bench replay|record|check|live ...`: see study/bench/__init__.py."""
 
 import sys
 
-MODES = {"replay": "study.bench.replay", "record": "study.bench.record",
+MODES = {"replay": "study.bench.report", "record": "study.bench.record",
+         "check": "study.bench.check",
          "live": "study.bench.live"}
 
 

@@ -131,3 +131,27 @@ def read_table(path: str = DEFAULT_PATH) -> Table:
     return Table(meta, configs, seeds, steps, arrays["val_accuracy"], arrays["val_loss"],
                  arrays["test_accuracy"], arrays["test_loss"], arrays["elapsed_seconds"],
                  diverged, end_step, end_seconds)
+
+
+def write_subtable(src: str, dst: str, levels: dict[str, list[float]]) -> None:
+    """A smaller table: the runs of `src` whose values lie on the given levels (parameters
+    not named keep all of theirs)."""
+    with gzip.open(src, "rt") as f:
+        body = json.load(f)
+    grid = {k: tuple(v) for k, v in body["meta"]["grid"].items()}
+    kept = {k: tuple(v for v in grid[k] if k not in levels or any(
+        math.isclose(v, x) for x in levels[k])) for k in grid}
+    old = grid_configs(grid)
+    new_index = {tuple(c.values()): i for i, c in enumerate(grid_configs(kept))}
+    remap = {i: new_index[tuple(c.values())] for i, c in enumerate(old)
+             if tuple(c.values()) in new_index}
+    runs = []
+    for run in body["runs"]:
+        if run["config_index"] in remap:
+            ci = run["config_index"]
+            rows = [dict(zip(ROW_FIELDS, r[2:])) for r in body["rows"] if r[0] == ci
+                    and r[1] == run["seed"]]
+            runs.append({**run, "config_index": remap[ci], "rows": rows})
+    meta = {**body["meta"], "grid": {k: list(v) for k, v in kept.items()},
+            "subtable_of": os.path.basename(src)}
+    write_table(dst, meta, runs)

@@ -24,9 +24,10 @@ def results(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("results")
     studies = root / "studies"
     # FIFO: all five trials complete, so importance has five points (the study tests show
-    # ASHA stopping trials; test_results shows how such a trial is read).
+    # ASHA stopping trials; test_results shows how such a trial is read). Then a race of
+    # the best one against the defaults on two seeds.
     run_study(studies, "--num-samples", "5", "--scheduler", "fifo", "--steps-per-trial", "150",
-              "--test-freq", "50", "--seed", "1")
+              "--test-freq", "50", "--seed", "1", "--race-finalists", "1", "--race-seeds", "2")
     # The configuration the search chose, the paper's defaults and the supervised baseline.
     run_study(studies, "--reproduce", "2", "--steps-per-trial", "60", "--test-freq", "30",
               "--max-concurrent", "2")

@@ -27,7 +27,9 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 class Study:
-    """Runs the study CLI in its own process group, so every Ray process it starts is ended."""
+    """Runs the study CLI in its own process group, so every Ray process it starts is ended.
+    A search races its finalists (study/race.py) only where a test asks, --race-finalists K:
+    most tests are about something else, and the race multiplies their trials."""
 
     def __init__(self, tmp_path: Path):
         self.storage = tmp_path / "studies"
@@ -37,6 +39,8 @@ class Study:
         args = [*map(str, args)]
         if "--storage-path" not in args:
             args += ["--storage-path", str(self.storage)]
+        if "--race-finalists" not in args:
+            args += ["--race-finalists", "0"]
         proc = subprocess.Popen(
             [sys.executable, str(REPO / "study" / "run.py"), *args, "--verbose", "0"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,

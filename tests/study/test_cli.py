@@ -47,7 +47,7 @@ def test_a_name_that_is_the_storage_folder_or_its_parent_is_refused(run, tmp_pat
 @pytest.mark.parametrize("edit,message", [
     (("gpus_per_trial = 0.1", "gpus_per_trial = 2.5"), "fidelity.gpus_per_trial: 2.5: a fraction"),
     (("cpus_per_trial = 1", "cpus_per_trial = 0"), "fidelity.cpus_per_trial: must be > 0"),
-    (("high = 2.0", "high = inf"), "params.alpha.high: the trainer rejects alpha = inf"),
+    (("high = 1.0", "high = inf"), "params.alpha.high: the trainer rejects alpha = inf"),
     (("num_label = 50", "num_label = 2000"), "fixed.num_label: the trainer rejects this space"),
 ])
 def test_a_space_the_trainer_would_reject_in_any_trial_fails_before_ray(run, tmp_path, edit,

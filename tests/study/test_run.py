@@ -50,7 +50,11 @@ def test_a_digits_study_searches_stops_poor_trials_early_and_summarises(study):
     assert summary["selection"] == {"metric": "val_score", "split": "validation",
                                     "num_val": 100, "among": "completed trials"}
     configs = [json.loads(Path(f"{d}/params.json").read_text()) for d in dirs]
-    assert {"weight": 1.0, "alpha": 1.0, "lr": 0.1, "warmup": 50} in configs  # paper first
+    assert {"weight": 1.0, "alpha": 1.0, "lr": 0.1, "warmup": 100} in configs  # paper first
+    # 200 of the full 600 steps: a third of the searched warm-up and of the milestone
+    defaults_run = next(json.loads(Path(f"{d}/run/config.json").read_text()) for d in dirs
+                        if json.loads(Path(f"{d}/params.json").read_text())["warmup"] == 100)
+    assert (defaults_run["warmup"], defaults_run["milestones"]) == (33, [150])
 
     ot = optuna.load_study(study_name="s", storage=f"sqlite:///{path / 'optuna.db'}")
     assert len(ot.trials) == 6

@@ -1,4 +1,5 @@
-"""Selection never sees the test set, and trials ASHA stopped reach Optuna as PRUNED."""
+"""Selection never sees the test set, in the search or in its race, and trials ASHA stopped
+reach Optuna as PRUNED."""
 
 import json
 from pathlib import Path
@@ -20,7 +21,8 @@ def searches(study, envs: dict[str, dict | None]) -> dict[str, Path]:
     procs = {name: study.start("--space", "digits", "--name", name, "--num-samples", "6",
                                "--max-concurrent", "1", "--cpus-per-trial", "1",
                                "--num-cpus", "1", "--steps-per-trial", STEPS,
-                               "--test-freq", "50", "--seed", "4", env=env)
+                               "--test-freq", "50", "--seed", "4", "--race-finalists", "2",
+                               "--race-seeds", "2", env=env)
              for name, env in envs.items()}
     for proc in procs.values():
         out, _ = proc.communicate(timeout=600)
@@ -40,7 +42,10 @@ def test_selection_is_blind_to_the_test_set(study):
     paths = searches(study, {"plain": None, "permuted": fault_env(**{PERMUTE_TEST_ENV: "1"})})
     plain, permuted = trials_in_order(paths["plain"]), trials_in_order(paths["permuted"])
 
-    assert len(plain) == len(permuted) == 6
+    assert len(plain) == len(permuted) == 6 + 3 * 2  # the search, then its race
+    race = [p for p, _, _ in plain if p.get("phase") == "race"]
+    assert {(p["entrant"], p["seed"]) for p in race} == {
+        (e, s) for e in ("defaults", "finalist-1", "finalist-2") for s in (12789, 12790)}
     for (params_a, metrics_a, _), (params_b, metrics_b, _) in zip(plain, permuted):
         assert params_a == params_b  # the searcher proposed the same configurations
         assert metrics_a["step"].tolist() == metrics_b["step"].tolist()  # same ASHA decisions
@@ -49,19 +54,22 @@ def test_selection_is_blind_to_the_test_set(study):
         # test accuracy at chance
         assert metrics_b["test_accuracy"].max() < 0.25
         assert (metrics_a["test_accuracy"] != metrics_b["test_accuracy"]).all()
-    stopped = [m["step"].iloc[-1] < STEPS for _, m, _ in plain]
+    stopped = [m["step"].iloc[-1] < STEPS for p, m, _ in plain if "phase" not in p]
     assert any(stopped) and not all(stopped)  # ASHA had decisions to make
+    assert all(m["step"].iloc[-1] == STEPS for p, m, _ in plain if "phase" in p)  # not ASHA's
     a, b = (json.loads((study.storage / n / "study_summary.json").read_text())
             for n in ("plain", "permuted"))
+    assert a["race"] == b["race"]  # every entrant's scores per seed, and the decision
     assert a["best_config"] == b["best_config"]
-    assert a["best_trial_test_accuracy"] != b["best_trial_test_accuracy"]
+    assert a["race"]["entrants"][a["race"]["decision"]["choice"]]["config"] == a["best_config"]
 
     # Optuna's record: finished trials COMPLETE with their final validation score, stopped
     # ones PRUNED with the validation scores of the steps they reached.
     db = optuna.load_study(study_name="plain",
                            storage=f"sqlite:///{study.storage / 'plain' / 'optuna.db'}")
     by_params = {json.dumps(t.params, sort_keys=True): t for t in db.trials}
-    for params, metrics, trial_dir in plain:
+    assert len(db.trials) == 6  # the race trains known configurations: not Optuna's trials
+    for params, metrics, trial_dir in (t for t in plain if "phase" not in t[0]):
         t = by_params[json.dumps(params, sort_keys=True)]
         scores = dict(zip(metrics["step"], metrics["val_score"]))
         assert t.intermediate_values == pytest.approx(scores)

@@ -74,11 +74,32 @@ def test_svhn_searches_around_its_own_alpha():
 
 
 def test_a_space_file_given_by_path_loads(tmp_path):
-    space = load_space(write(tmp_path, GOOD))
+    space = load_space(write(tmp_path, GOOD.replace("total_steps = 300\n", "")))
+    # no total_steps: trials run the preset's full length and schedule
+    assert space.total_steps == space.full.total_steps == 600 and not space.is_proxy
     assert space.trainer_settings({"weight": 2.0}) == {
-        "dataset": "digits", "total_steps": 300, "test_freq": 50, "num_label": 50, "num_val": 100,
+        "dataset": "digits", "total_steps": 600, "test_freq": 50, "num_label": 50, "num_val": 100,
         "weight": 2.0}
     assert "digits" in available()
+
+
+def test_a_shorter_trial_keeps_the_shape_of_the_full_schedule(tmp_path):
+    space = load_space(write(tmp_path, GOOD))  # 300 steps of the preset's 600
+    assert space.is_proxy and space.full.milestones == (450,)
+    settings = space.trainer_settings({"warmup": 100})
+    assert (settings["total_steps"], settings["warmup"], settings["milestones"]) == (300, 50, [225])
+    # the preset's warm-up (100 of 600) is scaled too when it is not searched
+    assert space.trainer_settings({})["warmup"] == 50
+    # and any other length: a quarter keeps a quarter of each
+    quarter = space.trainer_settings({"warmup": 100}, total_steps=150)
+    assert (quarter["warmup"], quarter["milestones"]) == (25, [112])
+    cfg = resolve(space.trainer_settings({"warmup": 100}, total_steps=600))
+    assert (cfg.total_steps, cfg.warmup, cfg.milestones) == (600, 100, (450,))
+
+
+def test_a_trial_longer_than_the_full_length_is_refused(tmp_path):
+    with pytest.raises(SpaceError, match="fidelity.total_steps: 900 exceeds the full length, 600"):
+        load_space(write(tmp_path, GOOD.replace("total_steps = 300", "total_steps = 900")))
 
 
 @pytest.mark.parametrize("edit,message", [
@@ -94,7 +115,7 @@ def test_a_space_file_given_by_path_loads(tmp_path):
     (("num_val = 100", "num_val = 105"), "the trainer rejects this space: num_val"),
     (("grace_steps = 100", "grace_steps = 1000"), "fidelity.grace_steps: 1000 exceeds"),
     (("test_freq = 50", "test_freq = -5"), "fidelity.test_freq: must be a positive integer"),
-    (("cpus_per_trial = 1", ""), "fidelity: needs exactly"),
+    (("cpus_per_trial = 1", ""), r"fidelity: needs \['cpus_per_trial'"),
     (('dataset = "digits"', 'dataset = "digits"\nbogus = 1'), "bogus: unknown top-level key"),
     (("low = 0\nhigh = 150", "low = 0.5\nhigh = 150"), "params.warmup.low: must be an integer"),
     (('dataset = "digits"', 'dataset = "digits'), "not valid TOML"),
