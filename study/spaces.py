@@ -26,8 +26,11 @@ from trainer.own_data import OwnDataError, class_counts, has_own_val, is_dataset
 SPACES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spaces")
 CONFIG_FIELDS = {f.name for f in dataclasses.fields(Config)}
 # Fields a space may not set: the study decides where runs go and how they start.
-RESERVED = {"save_path", "resume", "device", "data_path", "download", "total_steps",
+RESERVED = {"save_path", "resume", "device", "data_path", "download",
             "test_freq", "dataset"}
+# A study's full length may be fixed ([fixed] total_steps: every run of it, reproductions
+# included), never searched: trials of different lengths would not compare.
+FIXED_ONLY = {"total_steps"}
 FIDELITY_KEYS = {"test_freq", "grace_steps", "reduction_factor", "gpus_per_trial",
                  "cpus_per_trial"}
 # A space may make its trials shorter than the full length (a low-fidelity proxy).
@@ -265,6 +268,10 @@ def _full_schedule(dataset: str, fixed: dict[str, Any], fidelity: dict[str, Any]
         key = f"fixed.{field}" if field in fixed else field
         raise SpaceError(f"{path}: {key}: the trainer rejects this space: {e}") from e
     full = Schedule(cfg.total_steps, cfg.warmup, cfg.milestones)
+    if "total_steps" in fixed and "milestones" not in fixed and any(
+            m >= full.total_steps for m in full.milestones):
+        fail("fixed.milestones", f"the preset's milestones {list(full.milestones)} lie past "
+             f"total_steps = {full.total_steps}; give milestones for that length")
     steps = fidelity.get("total_steps", full.total_steps)
     if steps > full.total_steps:
         fail("fidelity.total_steps", f"{steps} exceeds the full length, {full.total_steps} "
@@ -280,8 +287,9 @@ def _params(specs: dict[str, Any], fixed: dict[str, Any], fail: Fail) -> list[Pa
     params = []
     for name, spec in specs.items():
         key = f"params.{name}"
-        if name not in CONFIG_FIELDS or name in RESERVED:
-            fail(key, f"not a trainer setting; searchable: {sorted(CONFIG_FIELDS - RESERVED)}")
+        if name not in CONFIG_FIELDS or name in RESERVED | FIXED_ONLY:
+            fail(key, "not a trainer setting; searchable: "
+                 f"{sorted(CONFIG_FIELDS - RESERVED - FIXED_ONLY)}")
         if name in fixed:
             fail(key, "is also in [fixed]; keep it in one place")
         if not isinstance(spec, dict) or spec.get("type") not in PARAM_TYPES:

@@ -1,5 +1,5 @@
-"""`python -m study.bench record`: train the digits space's grid on several seeds, once, and
-keep every evaluation as the tabular benchmark (study/bench/table.py).
+"""`python -m study.bench record`: train a space's grid (digits, digits-short) on several
+seeds, once, and keep every evaluation as the tabular benchmark (study/bench/table.py).
 
 Each run is what a study trial of that configuration trains (the space's trainer settings,
 full length, fp32 on the CPU), on the seeds a study with --seed 0 gives its search and its
@@ -22,27 +22,25 @@ import tempfile
 import time
 from typing import Any
 
-from study.bench.table import DEFAULT_PATH, DIGITS_GRID, grid_configs, write_table
-
-SPACE = "digits"
+from study.bench.table import GRIDS, grid_configs, table_path, write_table
 
 
-def run_settings(config: dict[str, float], seed: int, save_path: str,
+def run_settings(space: str, config: dict[str, float], seed: int, save_path: str,
                  total_steps: int | None = None) -> dict[str, Any]:
     """The trainer settings of one recorded run: a study trial's, on this seed."""
     from study.spaces import load_space
 
-    return {**load_space(SPACE).trainer_settings(config, total_steps), "seed": seed,
+    return {**load_space(space).trainer_settings(config, total_steps), "seed": seed,
             "device": "cpu", "precision": "fp32", "save_path": save_path}
 
 
-def train_one(job: tuple[int, dict[str, float], int, int | None]) -> dict[str, Any]:
+def train_one(job: tuple[str, int, dict[str, float], int, int | None]) -> dict[str, Any]:
     """Train one configuration on one seed; return its evaluations and how it ended."""
     from trainer import TrainingDiverged, resolve, rundir, train
 
-    index, config, seed, total_steps = job
+    space, index, config, seed, total_steps = job
     with tempfile.TemporaryDirectory(prefix="record-") as tmp:
-        cfg = resolve(run_settings(config, seed, tmp, total_steps))
+        cfg = resolve(run_settings(space, config, seed, tmp, total_steps))
         t0 = time.perf_counter()
         status = "completed"
         try:
@@ -77,24 +75,27 @@ def commit() -> str:
     return head + ("-dirty" if dirty else "")
 
 
-def record_seeds(count: int) -> list[int]:
-    """The trainer seeds of a study with --seed 0: its search seed, then its race seeds."""
+def record_seeds(space: str, count: int) -> list[int]:
+    """The trainer seeds of a study with --seed 0: its search seed, then its race seeds
+    (and, beyond a race of 3, seeds the replay keeps out of every choice)."""
     from study.race import selection_seeds
     from study.spaces import load_space
 
-    search, race = selection_seeds(load_space(SPACE), study_seed=0, race_seeds=count - 1)
+    search, race = selection_seeds(load_space(space), study_seed=0, race_seeds=count - 1)
     return [search, *race]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m study.bench record", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", choices=sorted(GRIDS), default="digits")
     p.add_argument("--seeds", type=int, default=4,
                    help="trainer seeds per configuration: a search seed and the race's "
                         "(default 4: a race of 3 seeds can be replayed)")
     p.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
                    help="runs side by side, one thread each (default: the CPUs)")
-    p.add_argument("--out", default=DEFAULT_PATH, help="the table file (.json.gz)")
+    p.add_argument("--out", help="the table file (.json.gz; default "
+                                 "docs/bench/table-SPACE.json.gz)")
     p.add_argument("--level", action="append", default=[], metavar="NAME=V1,V2",
                    help="record these levels of a parameter instead of the grid's (repeat "
                         "for several; a small table for tests)")
@@ -103,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_levels(items: list[str]) -> dict[str, tuple[float, ...]]:
-    """The grid with the --level overrides applied; a bad one raises ValueError."""
-    grid = dict(DIGITS_GRID)
+def parse_levels(space: str, items: list[str]) -> dict[str, tuple[float, ...]]:
+    """The space's grid with the --level overrides applied; a bad one raises ValueError."""
+    grid = dict(GRIDS[space])
     for item in items:
         name, _, values = item.partition("=")
         if name not in grid or not values:
@@ -121,18 +122,19 @@ def parse_levels(items: list[str]) -> dict[str, tuple[float, ...]]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        grid = parse_levels(args.level)
+        grid = parse_levels(args.space, args.level)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.seeds < 1 or args.workers < 1 or (args.steps_per_trial or 1) < 1:
         print("error: --seeds, --workers and --steps-per-trial must be >= 1", file=sys.stderr)
         return 2
+    args.out = args.out or table_path(args.space)
     if not args.out.endswith(".json.gz"):
         print(f"error: --out {args.out}: must end in .json.gz", file=sys.stderr)
         return 2
     configs = grid_configs(grid)
-    seeds = record_seeds(args.seeds)
+    seeds = record_seeds(args.space, args.seeds)
     partial = args.out + ".partial.jsonl"
     done: dict[tuple[int, int], dict[str, Any]] = {}
     if os.path.exists(partial):
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     # Seed by seed, configurations shuffled: a part of the table is a usable sample.
     order = list(range(len(configs)))
     random.Random(0).shuffle(order)
-    jobs = [(i, configs[i], s, args.steps_per_trial) for s in seeds for i in order
+    jobs = [(args.space, i, configs[i], s, args.steps_per_trial) for s in seeds for i in order
             if (i, s) not in done]
     t0 = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
@@ -159,12 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     from study.spaces import load_space
     from trainer import resolve
 
-    space = load_space(SPACE)
-    example = resolve(run_settings(space.defaults(), seeds[0], "unused", args.steps_per_trial))
+    space = load_space(args.space)
+    example = resolve(run_settings(args.space, space.defaults(), seeds[0], "unused",
+                                   args.steps_per_trial))
     steps = sorted({int(r["step"]) for run in done.values() for r in run["rows"]})
     command = shlex.join(["python", "-m", "study.bench", "record",
                           *(sys.argv[1:] if argv is None else argv)])
-    meta = {"space": SPACE, "grid": {k: list(v) for k, v in grid.items()},
+    meta = {"space": args.space, "grid": {k: list(v) for k, v in grid.items()},
             "defaults": space.defaults(), "seeds": seeds, "eval_steps": steps,
             "num_classes": 10, "command": command, "commit": commit(),
             "recorded": time.strftime("%Y-%m-%d"), "workers": args.workers,

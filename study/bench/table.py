@@ -27,17 +27,27 @@ ROW_FIELDS = ("step", "val_accuracy", "val_loss", "test_accuracy", "test_loss",
               "elapsed_seconds")
 # What each run keeps: completed or diverged, the step it ended at, its trainer seconds.
 RUN_FIELDS = ("config_index", "seed", "status", "steps", "seconds")
-DEFAULT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir,
-                            "docs", "bench", "table-digits.json.gz")
+BENCH_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                          os.pardir, os.pardir, "docs", "bench"))
 
-# The digits space's grid: levels on each searched parameter's scale, the paper's defaults
-# among them (weight 1, alpha 1, lr 0.1, warm-up 100 of 600 steps). 5 x 4 x 2 x 3 = 120.
+
+def table_path(space: str) -> str:
+    """Where the recorded table of a space lives in the repository."""
+    return os.path.join(BENCH_DIR, f"table-{space}.json.gz")
+
+
+DEFAULT_PATH = table_path("digits")
+
+# The grids of the recorded spaces: levels on each searched parameter's scale, the paper's
+# defaults among them (weight 1, alpha 1, lr 0.1, warm-up a sixth of the run), each range's
+# ends too. 5 x 4 x 2 x 3 = 120 configurations.
 DIGITS_GRID: dict[str, tuple[float, ...]] = {
     "weight": (0.1, 0.3, 1.0, 3.0, 10.0),
     "lr": (0.01, 0.03, 0.1, 0.3),
     "alpha": (0.1, 1.0),
     "warmup": (0, 100, 300),
 }
+GRIDS = {"digits": DIGITS_GRID, "digits-short": {**DIGITS_GRID, "warmup": (0, 17, 50)}}
 
 
 def grid_configs(grid: dict[str, tuple[float, ...]]) -> list[dict[str, float]]:

@@ -14,10 +14,15 @@ from analysis.paper import PAPER_FILE, load_paper
 from analysis.tables import (
     ablation_table,
     ablation_wide,
+    best_configs,
+    detectable_gain,
     latex,
     markdown,
+    race_table,
     reproduction_display,
     reproduction_table,
+    rung_correlation,
+    rung_steps,
     tuning_gain,
     validation_ranking,
 )
@@ -110,6 +115,8 @@ def test_tuning_gain_is_paired_over_seeds_with_a_95_interval(results, frame):
 def test_validation_ranking_is_spearmans_rho_over_completed_search_trials(results, frame):
     scores, tests = [], []
     for d in sorted(results["search"].glob("run_trial_*")):
+        if "phase" in json.loads((d / "params.json").read_text()):
+            continue  # the race's trials: not the search's
         metrics = pd.read_csv(d / "run" / "metrics.csv")
         scores.append(metrics["val_accuracy"].iloc[-3:].mean())
         tests.append(metrics["test_accuracy"].iloc[-1])
@@ -174,3 +181,50 @@ def test_tables_render_as_markdown_and_latex():
     tex = latex(table)
     assert "a\\_b & 1.00 $\\pm$ 0.50 (n=2) \\\\" in tex and "error \\%" in tex
     assert tex.startswith("\\begin{tabular}{ll}") and "\\bottomrule" in tex
+
+
+def test_the_race_table_is_the_drivers_record_of_the_race(results, frame):
+    from analysis.results import curves, study_race
+
+    race = study_race(str(results["search"]))
+    table = race_table({"digits": race}).set_index("entrant")
+    assert list(table.index) == ["defaults", "finalist-1"]
+    seeds = [c for c in table.columns if c.startswith("seed ")]
+    assert seeds == ["seed 9789", "seed 9790"]  # --seed 1: the block above 8788
+    history = curves(frame[frame["phase"] == "race"])
+    for _, trial in frame[frame["phase"] == "race"].iterrows():
+        final = history[history["trial_id"] == trial["trial_id"]]["val_score"].iloc[-1]
+        assert table.loc[trial["entrant"], f"seed {int(trial['seed'])}"] == pytest.approx(final)
+    assert table["chosen"].sum() == 1
+    chosen = table.index[table["chosen"]][0]
+    best = best_configs(frame, {"digits": ["weight", "alpha", "lr", "warmup"]},
+                        {"digits": race}).set_index("study").loc["digits"]
+    assert best["chosen_by"].startswith(f"race: {chosen}")
+    assert best["race_seeds"] == 2
+    assert best["race_mean"] == pytest.approx(table.loc[chosen, "mean"])
+
+
+def test_the_rungs_are_ashas_and_their_correlation_rests_on_full_length_trials(results, frame):
+    from study.search import RaceAwareASHA
+
+    space = {"total_steps": 600, "grace_steps": 100, "reduction_factor": 2}
+    ray_rungs = RaceAwareASHA(time_attr="step", metric="val_score", mode="max", max_t=600,
+                              grace_period=100, reduction_factor=2)._brackets[0]._rungs
+    assert rung_steps(space) == sorted(int(m) for m, _ in ray_rungs) == [100, 200, 400]
+    from analysis.results import curves
+
+    search = frame[frame["mode"] == "search"]
+    rungs = rung_correlation(search, curves(search), {
+        "digits": {"total_steps": 150, "grace_steps": 50, "reduction_factor": 2}})
+    assert rungs["rung_step"].tolist() == [50, 100]
+    # 5 search trials and 4 race trials ran the full 150 steps
+    assert rungs["trials"].tolist() == [9, 9] and (rungs["caveat"] != "").all()
+
+
+def test_the_smallest_detectable_gain_grows_with_the_spread_and_shrinks_with_seeds():
+    small, wide = detectable_gain([1.0, 1.2, 0.8]), detectable_gain([1.0, 2.0, 0.0])
+    assert wide == pytest.approx(5 * small)  # five times the sd
+    # (t_0.975 + t_0.8) with 2 degrees of freedom: 4.303 + 1.061
+    assert small == pytest.approx((4.3027 + 1.0607) * 0.2 / math.sqrt(3), rel=1e-3)
+    assert detectable_gain([1.0, 1.2, 0.8] * 3) < small
+    assert math.isnan(detectable_gain([1.0]))
