@@ -24,7 +24,7 @@ from trainer.own_data import fingerprint, is_dataset_path
 # before that, and only for a local instance: a driver joining a cluster needs its real IP.
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # What the searcher and ASHA optimise: the trainer's validation score (the mean validation
-# accuracy of the last few evaluations, trainer.loop.SELECTION_WINDOW). Nothing they read
+# accuracy of the second half of the evaluations, trainer.loop.selection_score). Nothing they read
 # depends on the test set.
 METRIC, MODE = "val_score", "max"
 SEARCHERS = ("tpe", "random")
@@ -470,14 +470,12 @@ def reconcile(opts: StudyOptions, results) -> dict[str, Any]:
 
 def protocol(opts: StudyOptions, space: Space) -> dict[str, Any]:
     """How this study's numbers are obtained, in words, for study.json and its readers."""
-    from trainer.loop import SELECTION_WINDOW
-
     return {
         "validation": f"{space.fixed['num_val']} class-balanced training images held out "
                       + ("of the labeled budget" if space.fixed.get("val_from_labeled")
                          else "beside the labeled set"),
-        "selects_on": f"{METRIC}: the mean validation accuracy of the last {SELECTION_WINDOW} "
-                      "evaluations (searcher, ASHA and the chosen configuration)",
+        "selects_on": f"{METRIC}: the mean validation accuracy of the second half of the "
+                      "evaluations (searcher, ASHA, the race and the chosen configuration)",
         "test_set": "recorded for every trial; nothing that selects reads it",
         "stopped_early": "told to Optuna as PRUNED with their intermediate values",
         "precision": opts.precision,

@@ -89,7 +89,11 @@ def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
 
 # name -> (what it is, table -> [configuration, seed, evaluation], higher is better)
 SIGNALS = {
-    "val_score": ("mean validation accuracy of the last 3 evaluations (today's)", _val_score),
+    "val_score": ("the trainer's val_score: mean validation accuracy of the second half of "
+                  "the evaluations", _val_score),
+    "mean_val_accuracy_3": ("mean validation accuracy of the last 3 evaluations (the "
+                            "val_score before this benchmark)",
+                            lambda t: _trailing_mean(t.val_accuracy, 3)),
     "last_val_accuracy": ("validation accuracy at the last evaluation",
                           lambda t: t.val_accuracy.copy()),
     "mean_val_accuracy_6": ("mean validation accuracy of the last 6 evaluations",
@@ -98,8 +102,8 @@ SIGNALS = {
                      lambda t: -t.val_loss),
     "mean_val_log_loss_3": ("mean validation log-loss of the last 3 evaluations (negated)",
                             lambda t: -_trailing_mean(t.val_loss, 3)),
-    "val_score_then_loss": ("val_score, ties broken by the last log-loss",
-                            lambda t: _val_score(t) - 1e-4 * t.val_loss),
+    "mean_val_accuracy_all": ("mean validation accuracy of every evaluation",
+                              lambda t: _trailing_mean(t.val_accuracy, t.val_accuracy.shape[-1])),
 }
 
 
@@ -148,6 +152,12 @@ class Replay:
         search = study_seed % n
         return search, [(search + 1 + i) % n for i in range(race_seeds)]
 
+    def heldout(self, study_seed: int, race_seeds: int = 3) -> list[int]:
+        """The table's seeds a replayed study never trains on, with a race of race_seeds:
+        where its pick's error is measured without the noise it was chosen on."""
+        search, race = self.seed_roles(study_seed, race_seeds)
+        return [s for s in range(len(self.table.seeds)) if s != search and s not in race]
+
     def run_events(self, c: int, s: int) -> list[tuple[float, dict[str, Any]]]:
         """(trainer seconds, result) of each report a trial of configuration c on seed index
         s makes, as the trainable reports them (a diverged run: score 0 at its end)."""
@@ -187,6 +197,15 @@ class Outcome:
         if self.pick is None:
             return math.nan
         return 100.0 * float(replay.truth[self.pick] - replay.truth.min())
+
+    def heldout_gain(self, replay: Replay, race_seeds: int = 3) -> float:
+        """The defaults' final test error minus the pick's, in % points, on the table's
+        seeds that no study of this seed trains on (NaN when there are none)."""
+        seeds = replay.heldout(self.study_seed, race_seeds)
+        if self.pick is None or not seeds:
+            return math.nan
+        errors = replay.table.final_test_error()[:, seeds].mean(1)
+        return 100.0 * float(errors[replay.table.defaults_index] - errors[self.pick])
 
 
 def simulate(replay: Replay, strategy: Strategy, study_seed: int, workers: int = 2,

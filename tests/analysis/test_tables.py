@@ -118,7 +118,7 @@ def test_validation_ranking_is_spearmans_rho_over_completed_search_trials(result
         if "phase" in json.loads((d / "params.json").read_text()):
             continue  # the race's trials: not the search's
         metrics = pd.read_csv(d / "run" / "metrics.csv")
-        scores.append(metrics["val_accuracy"].iloc[-3:].mean())
+        scores.append(metrics["val_accuracy"].iloc[-((len(metrics) + 1) // 2):].mean())
         tests.append(metrics["test_accuracy"].iloc[-1])
     ranks = pd.DataFrame({"val": scores, "test": tests}).rank()  # ties share their mean rank
     rho = ranks["val"].corr(ranks["test"])  # Pearson's r of the ranks

@@ -185,3 +185,17 @@ def test_whole_gpus_above_one_are_allowed(tmp_path):
 def test_an_unknown_space_lists_the_known_ones():
     with pytest.raises(SpaceError, match=r"unknown space 'imagenet'.*'cifar10'"):
         load_space("imagenet")
+
+
+def test_a_space_may_fix_its_full_length_for_every_run_but_not_search_it(tmp_path):
+    short = load_space("digits-short")
+    assert short.full.total_steps == short.total_steps == 100 and short.full.milestones == (75,)
+    cfg = resolve(short.trainer_settings(short.defaults()))
+    assert (cfg.total_steps, cfg.warmup, cfg.milestones) == (100, 17, (75,))
+    with pytest.raises(SpaceError, match=r"fixed.milestones: the preset's milestones \[450\] "
+                                         r"lie past total_steps = 100; give milestones"):
+        load_space(write(tmp_path, GOOD.replace("total_steps = 300\n", "").replace(
+            "num_val = 100", "num_val = 100\ntotal_steps = 100")))
+    with pytest.raises(SpaceError, match="params.total_steps: not a trainer setting"):
+        load_space(write(tmp_path, GOOD + '[params.total_steps]\ntype = "int"\nlow = 100\n'
+                                          'high = 600\ndefault = 600\n'))
