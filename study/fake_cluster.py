@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from study.procs import command_lines
+from study.procs import command_lines, descendants
 
 # The fake provider's node ids; its nodes use them as Ray node ids and instance ids.
 FAKE_HEAD_NODE_ID = "f" * 51 + "00000"
@@ -171,6 +171,16 @@ def kill_matching(text: str) -> list[int]:
 
 
 def kill_node(raylet_socket: str) -> list[int]:
-    """Lose a node as a reclaimed spot instance is lost: its raylet and every worker process
-    it started die at once (each names the raylet's socket on its command line)."""
-    return kill_matching(raylet_socket)
+    """Lose a node as a reclaimed spot instance is lost: its raylet and every process it
+    started die at once. The raylet names its socket on its command line; its workers
+    rename themselves (ray::ClassName.method), so they are found as its descendants."""
+    raylets = {pid for pid, args in command_lines() if raylet_socket in " ".join(args)}
+    raylets.discard(os.getpid())
+    killed = []
+    for pid in sorted(descendants(raylets)) + sorted(raylets):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return killed

@@ -96,20 +96,46 @@ class Observer:
         return {k: v for k, v in self.nodes.items() if not v["head"]}
 
     def lose_a_worker(self) -> bool:
-        """Kill the node of the first trial with a checkpoint on it; True once done."""
+        """Kill a worker once it runs all the trials it can hold (or all the study's), one of
+        them with a checkpoint and none finished: its loss then tests packing, resumption
+        from a checkpoint and a restart from scratch at once. A worker Ray never fills goes
+        once a trial on it has its second checkpoint. True once done."""
         if self.killed:
             return True
-        for a in self.attempts.values():
-            node = self.nodes.get(a["node_id"])
-            if (node and not node["head"] and "left" not in node
-                    and glob.glob(f"{a['trial_dir']}/checkpoint_*")):
-                pids = fake_cluster.kill_node(node["socket"])
-                self.killed = {"node_id": a["node_id"], "time": time.time(),
-                               "trials": sorted({b["trial_id"] for b in self.attempts.values()
-                                                 if b["node_id"] == a["node_id"]}),
-                               "pids": len(pids)}
-                return True
+        study = _read_json(os.path.join(self.study_path, "study.json"))
+        if not study:
+            return False
+        per_trial, num_samples = study["resources"], study["options"]["num_samples"]
+        for node_id, node in self.workers().items():
+            if "left" in node:
+                continue
+            res = node["resources"]
+            holds = min(int(res.get("CPU", 0) // per_trial["cpu"]) if per_trial["cpu"] else 99,
+                        int(res.get("GPU", 0) // per_trial["gpu"]) if per_trial["gpu"] else 99)
+            trials = {a["trial_id"]: a["trial_dir"] for a in self.attempts.values()
+                      if a["node_id"] == node_id}
+            if not trials or any(os.path.exists(os.path.join(d, rundir.RUN_DIR, rundir.SUMMARY))
+                                 for d in trials.values()):
+                continue
+            checkpoints = {t: len(glob.glob(f"{d}/checkpoint_*")) for t, d in trials.items()}
+            full = len(trials) >= min(holds, num_samples)
+            if not (full and max(checkpoints.values()) >= 1 or max(checkpoints.values()) >= 2):
+                continue
+            when = time.time()
+            pids = fake_cluster.kill_node(node["socket"])
+            self.killed = {"node_id": node_id, "time": when, "trials": sorted(trials),
+                           "checkpointed": sorted(t for t, n in checkpoints.items() if n),
+                           "pids": len(pids)}
+            return True
         return False
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def monitor_events(log: Path) -> list[dict[str, Any]]:
@@ -179,12 +205,14 @@ def judge(obs: Observer, rc: int, per_trial: dict[str, float],
             max(peaks, default=0) == per_gpu or len(obs.attempts) < per_gpu) and all(
             p <= per_gpu for p in peaks)
     if lose_worker:
+        # Each lost trial runs again on another node: from its checkpoint where it had one.
         ok = obs.killed is not None
         for trial in (obs.killed or {}).get("trials", []):
-            later = [a for a in attempts if a["trial_id"] == trial
-                     and a["started"] > obs.killed["time"]]
+            resumed = trial in obs.killed["checkpointed"]
             ok = ok and any(a["node_id"] != obs.killed["node_id"]
-                            and a["resumed_from_step"] > 0 for a in later)
+                            and (a["resumed_from_step"] > 0) == resumed
+                            for a in attempts if a["trial_id"] == trial
+                            and a["started"] > obs.killed["time"])
         checks["lost worker's trials resumed elsewhere from a checkpoint"] = ok
     # Removed by the autoscaler as idle (the GCS's reason for the node's end), the lost
     # worker aside.
@@ -293,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="replaces the config's (10 min on cluster.yaml) so that the "
                              "removal of idle workers is seen in seconds")
     parser.add_argument("--lose-worker", action="store_true",
-                        help="kill one worker, as a spot reclaim would, once a trial on it "
-                             "has a checkpoint")
+                        help="kill one worker, as a spot reclaim would, once it is full of "
+                             "trials and one has a checkpoint")
     parser.add_argument("--timeout", type=float, default=900, help="seconds for the study")
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []

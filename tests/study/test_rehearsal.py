@@ -67,7 +67,7 @@ def test_a_study_on_cluster_yamls_autoscaling_cluster_scales_up_packs_survives_a
     proc = subprocess.run(
         [sys.executable, "-m", "study.rehearsal", "--cluster-yaml", str(REPO / "cluster.yaml"),
          "--out", str(out), "--lose-worker", "--idle-timeout-minutes", "0.1", "--timeout", "400",
-         "--", "--num-samples", "2", "--steps-per-trial", "50", "--test-freq", "25"],
+         "--", "--num-samples", "2", "--steps-per-trial", "60", "--test-freq", "15"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     print(proc.stdout)  # the timeline, for the record
     record = json.loads((out / "rehearsal.json").read_text())
@@ -76,7 +76,8 @@ def test_a_study_on_cluster_yamls_autoscaling_cluster_scales_up_packs_survives_a
 
     # Half a GPU and two CPUs per trial, as the cifar100 space asks; the nodes are
     # cluster.yaml's GPU workers (4 CPUs, 1 GPU): two trials per node, sharing its GPU.
-    # Two trials: the first worker takes both, and its loss leaves none running.
+    # Two trials, on one worker's GPU together: the first worker's, or the replacement's
+    # where Ray was slow to start the second trial beside the first.
     assert record["per_trial"] == {"cpu": 2, "gpu": 0.5}
     assert max(record["packing"].values()) == 2
     workers = record["workers"].values()
@@ -91,17 +92,24 @@ def test_a_study_on_cluster_yamls_autoscaling_cluster_scales_up_packs_survives_a
     assert launched and all(w.endswith("ray.worker.gpu.spot") for w in launched), launched
 
     # Every trial accounted for once (as tests/study/test_reliability.py checks after its
-    # faults); those on the lost worker continued from their checkpoints on another.
+    # faults); those on the lost worker ran again on another, from their checkpoints where
+    # they had one (the worker is lost once one of them has).
     study = Path(record["study"])
-    summary = assert_each_trial_once(study, 2, [25, 50])
+    summary = assert_each_trial_once(study, 2, [15, 30, 45, 60])
     assert summary["num_errored"] == 0
     lost = record["lost_worker"]
-    assert lost["trials"] and len(trial_dirs(study)) == 2
+    # Lost with its trials (both, where Ray started the second before the first had two
+    # checkpoints), their worker processes too: not only its raylet.
+    assert 1 <= len(lost["trials"]) <= len(trial_dirs(study)) == 2 and lost["pids"] >= 3
+    assert lost["checkpointed"]
     for trial in lost["trials"]:
         retries = [a for a in record["attempts"]
                    if a["trial_id"] == trial and a["started"] > lost["time"]]
-        assert any(a["resumed_from_step"] >= 25 and a["node_id"] != lost["node_id"]
-                   for a in retries), trial
+        assert all(a["node_id"] != lost["node_id"] for a in retries)
+        if trial in lost["checkpointed"]:
+            assert any(a["resumed_from_step"] >= 15 for a in retries), trial
+        else:
+            assert retries and retries[0]["resumed_from_step"] == 0, trial
 
     # The timeline is in order: a worker requested, then joined, before the first trial
     # started; every worker left after the study ended.
