@@ -26,12 +26,12 @@ def results(tmp_path_factory) -> dict[str, Path]:
     # FIFO: all five trials complete, so importance has five points (the study tests show
     # ASHA stopping trials; test_results shows how such a trial is read). Then a race of
     # the best one against the defaults on two seeds.
-    run_study(studies, "--num-samples", "5", "--scheduler", "fifo", "--steps-per-trial", "150",
+    run_study(studies, "--num-samples", "5", "--scheduler", "fifo", "--steps-per-trial", "100",
               "--test-freq", "50", "--seed", "1", "--race-finalists", "1", "--race-seeds", "2")
     # The configuration the search chose, the paper's defaults and the supervised baseline.
-    run_study(studies, "--reproduce", "2", "--steps-per-trial", "60", "--test-freq", "30",
+    run_study(studies, "--reproduce", "2", "--steps-per-trial", "40", "--test-freq", "20",
               "--max-concurrent", "2")
-    run_study(studies, "--ablation", "2", "--steps-per-trial", "60", "--test-freq", "30",
+    run_study(studies, "--ablation", "2", "--steps-per-trial", "40", "--test-freq", "20",
               "--max-concurrent", "2")
     runs = root / "runs"
     for seed in (1, 2):

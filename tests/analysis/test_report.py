@@ -49,12 +49,17 @@ def report(results, tmp_path_factory):
 def test_the_report_writes_every_table_as_csv_and_latex(report):
     out, _ = report
     for name in ("reproduction", "ablation", "ablation_table", "best_configs", "top_trials",
-                 "importance", "tuning_gain", "validation_ranking"):
+                 "importance", "tuning_gain", "validation_ranking", "race",
+                 "rung_correlation"):
         assert (out / f"{name}.csv").stat().st_size > 0
         assert (out / f"{name}.tex").read_text().startswith("\\begin{tabular}")
     trials = pd.read_csv(out / "trials.csv")
-    assert len(trials) == 21 and {"status", "reason", "seed", "trial_id", "variant",
-                                  "val_score"} <= set(trials.columns)
+    assert len(trials) == 25 and {"status", "reason", "seed", "trial_id", "variant", "phase",
+                                  "entrant", "val_score"} <= set(trials.columns)
+    # the search study's 5 trials and its race's 4 (a finalist and the defaults, 2 seeds)
+    assert trials["phase"].value_counts().to_dict() == {"search": 5, "race": 4}
+    assert sorted(trials.loc[trials["phase"] == "race", "entrant"]) == [
+        "defaults", "defaults", "finalist-1", "finalist-1"]
     top = pd.read_csv(out / "top_trials.csv")  # ranked as the searcher ranked: validation
     assert top["val_score"].is_monotonic_decreasing and len(top) == 5
 
@@ -86,6 +91,7 @@ def test_the_plots_are_pictures_with_content(report):
     for name in ("curves", "history", "importance", "params_digits"):
         assert f"({name}.png)" in md
     assert "## Reproduction" in md and "## Ablation" in md and "finished" in md
+    assert "## The race" in md and "means over 2 seeds" in md
 
 
 def test_a_running_study_and_a_corrupt_trial_are_reported_and_named(results, tmp_path):

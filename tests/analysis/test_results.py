@@ -18,8 +18,11 @@ def trial_dirs(study: Path) -> list[Path]:
 def test_a_study_is_one_row_per_trial_agreeing_with_its_files(results):
     frame = load_study(results["search"])
     summary = json.loads((results["search"] / "study_summary.json").read_text())
-    assert len(frame) == summary["num_trials"] == len(trial_dirs(results["search"])) == 5
-    assert (frame["status"] == "completed").sum() == summary["num_completed"] == 5
+    assert len(frame) == summary["num_trials"] == len(trial_dirs(results["search"])) == 9
+    assert (frame["status"] == "completed").sum() == summary["num_completed"] == 9
+    # five search trials, then the race: the best of them and the defaults on two seeds each
+    assert frame["phase"].value_counts().to_dict() == {"search": 5, "race": 4}
+    assert sorted(frame["entrant"].dropna()) == ["defaults"] * 2 + ["finalist-1"] * 2
     assert not frame["partial"].any()
     for d in trial_dirs(results["search"]):
         row = frame[frame["trial_id"] == d.name.split("_")[2]].iloc[0]
@@ -32,10 +35,14 @@ def test_a_study_is_one_row_per_trial_agreeing_with_its_files(results):
         assert row["final_val_accuracy"] == pytest.approx(metrics["val_accuracy"].iloc[-1])
         assert row["num_val"] == 100 and row["precision"] == "fp32"
         assert row["steps"] == metrics["step"].iloc[-1]
-        assert all(row[k] == pytest.approx(v) for k, v in params.items())
+        assert row["phase"] == params.get("phase", "search")
+        assert all(row[k] == pytest.approx(v) for k, v in params.items()
+                   if k not in ("phase", "entrant", "warmup"))
+        # the warm-up trained: the searched one, in steps of the full 600, scaled to 100
+        assert row["warmup"] == round(params["warmup"] * 100 / 600)
         assert row["seed"] == json.loads((d / "run" / "config.json").read_text())["seed"]
     assert set(RESULT_COLUMNS) <= set(frame.columns)
-    assert sorted(frame["trial_number"]) == [1, 2, 3, 4, 5]
+    assert sorted(frame["trial_number"]) == list(range(1, 10))
 
 
 def test_standalone_runs_are_tabled_like_trials(results):
@@ -50,15 +57,15 @@ def test_studies_from_several_places_merge_into_one_frame(results):
     frame = load([results["studies"], results["runs"]])  # folders of studies and of runs
     assert sorted(frame["study"].dropna().unique()) == [
         "digits", "digits-ablation", "digits-reproduce"]
-    assert len(frame) == 5 + 6 + 8 + 2
+    assert len(frame) == 9 + 6 + 8 + 2
     assert frame.groupby("mode").size().to_dict() == {
-        "ablation": 8, "reproduce": 6, "run": 2, "search": 5}
+        "ablation": 8, "reproduce": 6, "run": 2, "search": 9}
 
 
 def stop_after_first_rung(study: Path, trial: Path, verdict: str) -> str:
-    """Make `trial` look like ASHA stopped it at step 100 of 150, with the driver's verdict."""
+    """Make `trial` look like ASHA stopped it at step 50 of 100, with the driver's verdict."""
     metrics = pd.read_csv(trial / "run" / "metrics.csv")
-    metrics[metrics["step"] <= 100].to_csv(trial / "run" / "metrics.csv", index=False)
+    metrics[metrics["step"] <= 50].to_csv(trial / "run" / "metrics.csv", index=False)
     (trial / "run" / "summary.json").unlink()  # the trainer writes it only at the last step
     info = json.loads((study / "study.json").read_text())
     info["options"]["scheduler"] = "asha"
@@ -76,8 +83,8 @@ def test_a_trial_stopped_early_says_where_and_by_what(results, tmp_path):
     study = shutil.copytree(results["search"], tmp_path / "digits")
     trial_id = stop_after_first_rung(study, trial_dirs(study)[2], "stopped_early")
     row = load_study(study).set_index("trial_id").loc[trial_id]
-    assert row["status"] == "stopped_early" and row["steps"] == 100
-    assert row["reason"] == "stopped by ASHA at step 100 of 150"
+    assert row["status"] == "stopped_early" and row["steps"] == 50
+    assert row["reason"] == "stopped by ASHA at step 50 of 100"
 
 
 def test_a_study_still_running_is_read_as_partial(results, tmp_path):
@@ -87,7 +94,7 @@ def test_a_study_still_running_is_read_as_partial(results, tmp_path):
     frame = load_study(study).set_index("trial_id")
     assert frame["partial"].all()
     assert frame.loc[trial_id, "status"] == "running"
-    assert (frame["status"] == "completed").sum() == 4
+    assert (frame["status"] == "completed").sum() == 8
 
 
 def test_a_failed_trial_carries_rays_error_as_its_reason(results, tmp_path):
@@ -110,7 +117,7 @@ def test_a_corrupt_result_file_marks_only_that_trial(results, tmp_path):
     bad = frame.loc[victim.name.split("_")[2]]
     assert bad["status"] == "corrupt"
     assert bad["reason"].startswith("unreadable run/metrics.csv")
-    assert (frame["status"] != "corrupt").sum() == 4
+    assert (frame["status"] != "corrupt").sum() == 8
 
 
 def test_a_folder_that_is_neither_a_study_nor_a_run_is_refused(tmp_path):
@@ -135,7 +142,9 @@ def test_reproduce_trials_carry_their_arm(results):
         (arm, seed) for arm in ("default", "supervised", "tuned") for seed in (7788, 7789)]
     chosen = json.loads((results["search"] / "study_summary.json").read_text())["best_config"]
     tuned = frame[frame["variant"] == "tuned"]
-    assert all((tuned[k] == v).all() for k, v in chosen.items())
+    # the chosen values, the warm-up scaled from the full 600 steps to the runs' 40
+    expected = {**chosen, "warmup": round(chosen["warmup"] * 40 / 600)}
+    assert all(tuned[k].tolist() == pytest.approx([v] * 2) for k, v in expected.items())
     assert (frame.loc[frame["variant"] == "supervised", "method"] == "supervised").all()
 
 

@@ -125,7 +125,7 @@ def test_two_drivers_racing_on_one_name_one_proceeds(study):
 @pytest.mark.slow
 def test_a_killed_drivers_lock_does_not_block_resume(study):
     args = ("--space", "digits", "--name", "k", "--num-samples", "2", "--scheduler", "fifo",
-            "--steps-per-trial", "100", "--test-freq", "50")
+            "--steps-per-trial", "40", "--test-freq", "20")
     proc = study.start(*args)
     path = study.storage / "k"
     deadline = time.time() + 120

@@ -67,28 +67,28 @@ def test_a_driver_killed_at_any_moment_resumes_without_rerunning_finished_trials
     stall.mkdir()
     env = {}
     if moment == "checkpoint-write":  # the third trial hangs half-way through its last save
-        env = fault_env(METASEMI_STALL_DIR=str(stall), METASEMI_STALL_STEP="100",
+        env = fault_env(METASEMI_STALL_DIR=str(stall), METASEMI_STALL_STEP="60",
                         METASEMI_STALL_AFTER="2")
     # Three trials, one at a time: "middle" has two finished and one to go.
     proc = study.start("--space", "digits", "--name", "k", "--num-samples", "3",
                        "--scheduler", "fifo", "--max-concurrent", "1", "--steps-per-trial",
-                       "100", "--test-freq", "50", env=env)
+                       "60", "--test-freq", "30", env=env)
     path = study.storage / "k"
     if moment == "early":
         wait_for(lambda: any(os.path.exists(f"{d}/run/placement.json")
                              for d in trial_dirs(path)), proc, "the first trial to start")
     elif moment == "middle":
-        wait_for(lambda: len(finished(path, 100)) >= 2, proc, "two finished trials")
+        wait_for(lambda: len(finished(path, 60)) >= 2, proc, "two finished trials")
     else:
         wait_for(lambda: (stall / "stalled.now").exists(), proc, "a stalled checkpoint write")
     study.kill(proc)  # SIGKILL: the driver and the local Ray instance it started
-    done_before = {d: Path(f"{d}/result.json").read_text() for d in finished(path, 100)}
+    done_before = {d: Path(f"{d}/result.json").read_text() for d in finished(path, 60)}
 
     t0 = time.time()
     rc, out = study.run("--space", "digits", "--name", "k", "--resume")  # shape from study.json
     assert rc == 0, out
     print(f"{moment}: resumed study finished {time.time() - t0:.1f} s after the restart")
-    summary = assert_each_trial_once(path, 3, [50, 100])
+    summary = assert_each_trial_once(path, 3, [30, 60])
     assert len(load_study(path)) == 3  # what was moved to orphaned/ is not a trial of it
     assert len(list((path / "orphaned").glob("*"))) == len(summary["orphaned_trial_dirs"])
     for d, before in done_before.items():

@@ -65,17 +65,17 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(study, tmp_path):
     faults = tmp_path / "faults"
     faults.mkdir()
     rc, out = study.run("--space", "digits", "--name", "f", "--num-samples", "2",
-                        "--scheduler", "fifo", "--steps-per-trial", "100", "--test-freq", "25",
+                        "--scheduler", "fifo", "--steps-per-trial", "60", "--test-freq", "15",
                         "--max-failures", "2",
-                        env=fault_env(METASEMI_FAULT_DIR=str(faults), METASEMI_FAULT_STEP="50"))
+                        env=fault_env(METASEMI_FAULT_DIR=str(faults), METASEMI_FAULT_STEP="30"))
     assert rc == 0, out
     assert len(list(faults.iterdir())) == 2  # each trial crashed once
     summary = json.loads((study.storage / "f" / "study_summary.json").read_text())
     assert summary["num_completed"] == 2 and summary["num_errored"] == 0
     for d in trial_dirs(study.storage / "f"):
-        assert reported_steps(d) == [25, 50, 75, 100]  # not restarted from step 0
+        assert reported_steps(d) == [15, 30, 45, 60]  # not restarted from step 0
         placement = json.loads(Path(f"{d}/run/placement.json").read_text())
-        assert placement["resumed_from_step"] == 50
+        assert placement["resumed_from_step"] == 30
         crashed_at = (faults / f"{placement['trial_id']}.failed").stat().st_mtime
         print(f"crash: retried {placement['started'] - crashed_at:.1f} s after it")
 
@@ -100,7 +100,9 @@ def test_reproduce_and_ablation_run_each_configuration_with_several_seeds(study)
     for arm, c in zip(arms, configs):
         assert c["method"] == ("supervised" if arm == "supervised" else "metasemi")
         assert c["weight"] == 1.0 and c["lr"] == 0.1 and c["num_val"] == 100
-        assert c["milestones"] == [450]  # the preset's full-length schedule
+        # the preset's full-length schedule (600 steps, milestone 450, warm-up 100) scaled
+        # to the 40 steps asked for
+        assert c["total_steps"] == 40 and c["milestones"] == [30] and c["warmup"] == 7
         assert c["precision"] == "fp32"  # reproduce runs default to fp32, as the authors'
 
     rc, out = study.run("--space", "digits", "--ablation", "1", "--steps-per-trial", "40",

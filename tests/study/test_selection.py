@@ -21,7 +21,7 @@ def searches(study, envs: dict[str, dict | None]) -> dict[str, Path]:
     procs = {name: study.start("--space", "digits", "--name", name, "--num-samples", "6",
                                "--max-concurrent", "1", "--cpus-per-trial", "1",
                                "--num-cpus", "1", "--steps-per-trial", STEPS,
-                               "--test-freq", "50", "--seed", "4", "--race-finalists", "2",
+                               "--test-freq", "50", "--seed", "4", "--race-finalists", "1",
                                "--race-seeds", "2", env=env)
              for name, env in envs.items()}
     for proc in procs.values():
@@ -42,23 +42,27 @@ def test_selection_is_blind_to_the_test_set(study):
     paths = searches(study, {"plain": None, "permuted": fault_env(**{PERMUTE_TEST_ENV: "1"})})
     plain, permuted = trials_in_order(paths["plain"]), trials_in_order(paths["permuted"])
 
-    assert len(plain) == len(permuted) == 6 + 3 * 2  # the search, then its race
+    assert len(plain) == len(permuted) == 6 + 2 * 2  # the search, then its race
     race = [p for p, _, _ in plain if p.get("phase") == "race"]
     assert {(p["entrant"], p["seed"]) for p in race} == {
-        (e, s) for e in ("defaults", "finalist-1", "finalist-2") for s in (12789, 12790)}
+        (e, s) for e in ("defaults", "finalist-1") for s in (12789, 12790)}
     for (params_a, metrics_a, _), (params_b, metrics_b, _) in zip(plain, permuted):
         assert params_a == params_b  # the searcher proposed the same configurations
         assert metrics_a["step"].tolist() == metrics_b["step"].tolist()  # same ASHA decisions
         assert metrics_a["val_score"].tolist() == metrics_b["val_score"].tolist()
         # ...while the test figures differ: the permutation did reach the trials, and put
-        # test accuracy at chance
+        # test accuracy at chance. (Not at every evaluation: an early model that predicts
+        # one class scores the same under any permutation of the labels.)
         assert metrics_b["test_accuracy"].max() < 0.25
-        assert (metrics_a["test_accuracy"] != metrics_b["test_accuracy"]).all()
+        assert metrics_a["test_accuracy"].iloc[-1] != metrics_b["test_accuracy"].iloc[-1]
     stopped = [m["step"].iloc[-1] < STEPS for p, m, _ in plain if "phase" not in p]
     assert any(stopped) and not all(stopped)  # ASHA had decisions to make
     assert all(m["step"].iloc[-1] == STEPS for p, m, _ in plain if "phase" in p)  # not ASHA's
     a, b = (json.loads((study.storage / n / "study_summary.json").read_text())
             for n in ("plain", "permuted"))
+    for summary in (a, b):  # Ray's trial ids differ between the two studies
+        for entrant in summary["race"]["entrants"].values():
+            del entrant["search_trial_id"]
     assert a["race"] == b["race"]  # every entrant's scores per seed, and the decision
     assert a["best_config"] == b["best_config"]
     assert a["race"]["entrants"][a["race"]["decision"]["choice"]]["config"] == a["best_config"]
