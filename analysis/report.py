@@ -39,6 +39,16 @@ def _rounded(table: pd.DataFrame) -> pd.DataFrame:
                        if c.dtype.kind == "f" else c)
 
 
+def _scores(table: pd.DataFrame) -> pd.DataFrame:
+    """Validation scores to 4 decimals (a third of an image of 100 is 0.0033), the rest as
+    _rounded shows them."""
+    shown = _rounded(table)
+    for c in table.columns:
+        if c.startswith("seed ") or c in ("mean", "search_val_score", "vs_defaults"):
+            shown[c] = table[c].map(lambda v: tables.fmt_number(v, 4))
+    return shown
+
+
 def write_report(frame: pd.DataFrame, out: str) -> dict[str, str]:
     """Write every table, plot and report.md into `out`; return name -> path of what was made."""
     os.makedirs(out, exist_ok=True)
@@ -93,16 +103,17 @@ def write_report(frame: pd.DataFrame, out: str) -> dict[str, str]:
                "With a race (`chosen_by` race), the race's choice: the paper's defaults unless "
                "a finalist beat them on the race's seeds by more than the noise "
                "(docs/selection.md); without one, the completed search trial with the highest "
-               "validation score (the mean validation accuracy of its last evaluations). The "
+               "validation score (the mean validation accuracy of the second half of its "
+               "evaluations). The "
                "search trial's final test error is reported, never used to choose.", "",
                _write_table(out, "best_configs", best, _rounded(best))]
         if races:
-            race = tables.race_table(races)
+            race = tables.race_table(races, params)
             md += ["## The race: finalists against the paper's defaults", "",
                    "Each entrant trained at full length on the race's seeds (seeds of its own, "
                    "never the search's nor a reproduction's); validation score per seed, their "
                    "mean (n seeds) and the lead over the defaults. Test figures are not read.",
-                   "", _write_table(out, "race", race, _rounded(race)),
+                   "", _write_table(out, "race", race, _scores(race)),
                    *tables.race_decisions(races), ""]
             made["race"] = os.path.join(out, "race.csv")
         md += [f"## Top {len(top)} trials by validation score", "",

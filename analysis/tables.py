@@ -188,10 +188,12 @@ def tuning_gain(frame: pd.DataFrame, paper: Paper) -> pd.DataFrame:
         tuned, default = (arms[a]["final_test_error"] for a in ("tuned", "default"))
         common = sorted(set(tuned.index) & set(default.index))
         diffs = [100.0 * (tuned[s] - default[s]) for s in common]
-        mean, low, high = paired_interval(diffs)
-        detectable = detectable_gain(diffs)
         same = all(arms["tuned"][h].iloc[0] == arms["default"][h].iloc[0]
                    for h in HYPERPARAMETERS)
+        mean, low, high = paired_interval(diffs)
+        # the same configuration on the same seeds: the gain is zero by construction, and
+        # its spread says nothing about what these seeds could detect
+        detectable = math.nan if same else detectable_gain(diffs)
         first = group.iloc[0]
         rows.append({"study": study,
                      "setting": _setting_name(paper, first["dataset"], int(first["num_label"])),
@@ -201,7 +203,8 @@ def tuning_gain(frame: pd.DataFrame, paper: Paper) -> pd.DataFrame:
                      "gain_mean": mean, "ci95_low": low, "ci95_high": high,
                      "excludes_zero": bool(high < 0 or low > 0),
                      "detectable_gain": detectable,
-                     "note": "the search chose the paper's defaults" if same else ""})
+                     "note": "the search chose the paper's defaults: both arms are the same "
+                             "runs" if same else ""})
     return pd.DataFrame(rows, columns=["study", "setting", "n", "seeds", "tuned_error",
                                        "default_error", "gain_mean", "ci95_low", "ci95_high",
                                        "excludes_zero", "detectable_gain", "note"])
@@ -250,7 +253,8 @@ def caveat(n: int) -> str:
     return f"only {n} trials: too few to trust" if n < FEW_TRIALS else ""
 
 
-def race_table(races: dict[str, dict]) -> pd.DataFrame:
+def race_table(races: dict[str, dict],
+               params: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """Per search study with a race: each entrant's values, its search trial's validation
     score, its validation score on each race seed, their mean and its lead over the
     defaults, and whether the race chose it. Validation only: the race reads nothing else."""
@@ -258,9 +262,12 @@ def race_table(races: dict[str, dict]) -> pd.DataFrame:
     for study, race in sorted(races.items()):
         decision = race["decision"]
         base = decision["means"].get("defaults")
+        names = (params or {}).get(study) or list(next(iter(race["entrants"].values()),
+                                                       {"config": {}})["config"])
         for name, e in race["entrants"].items():
             mean = decision["means"].get(name)
-            rows.append({"study": study, "entrant": name, **e["config"],
+            rows.append({"study": study, "entrant": name,
+                         **{p: e["config"].get(p) for p in names},
                          "search_val_score": e.get("search_val_score"),
                          "search_steps": e.get("search_steps"),
                          **{f"seed {seed}": score for seed, score in e["val_scores"].items()},

@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     random.Random(0).shuffle(order)
     jobs = [(args.space, i, configs[i], s, args.steps_per_trial) for s in seeds for i in order
             if (i, s) not in done]
-    t0 = time.perf_counter()
+    t0, made_at = time.perf_counter(), commit()  # the code that trains: as it starts
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(args.workers, initializer=_one_thread) as pool, open(partial, "a") as out:
         for n, run in enumerate(pool.imap_unordered(train_one, jobs), 1):
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                           *(sys.argv[1:] if argv is None else argv)])
     meta = {"space": args.space, "grid": {k: list(v) for k, v in grid.items()},
             "defaults": space.defaults(), "seeds": seeds, "eval_steps": steps,
-            "num_classes": 10, "command": command, "commit": commit(),
+            "num_classes": 10, "command": command, "commit": made_at,
             "recorded": time.strftime("%Y-%m-%d"), "workers": args.workers,
             "settings": {k: v for k, v in example.to_dict().items()
                          if k not in ("save_path", "seed", *grid)},

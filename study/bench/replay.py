@@ -30,7 +30,6 @@ import numpy as np
 
 from study.bench.table import Table
 from study.driver import METRIC, MODE, chosen_trial, race_summary
-from study.race import DEFAULTS
 from study.spaces import Space, load_space
 from trainer.loop import selection_score
 
@@ -378,4 +377,4 @@ def _distributions(space: Space) -> dict[str, Any]:
     return out
 
 
-__all__ = ["DEFAULTS", "Outcome", "Replay", "SIGNALS", "STRATEGIES", "Strategy", "simulate"]
+__all__ = ["Outcome", "Replay", "SIGNALS", "STRATEGIES", "Strategy", "simulate"]

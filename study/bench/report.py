@@ -181,9 +181,11 @@ def benchmark(table_path: str, seeds: int, workers: int, processes: int,
     """Every figure of docs/search-benchmark.md, from the table."""
     t0 = time.perf_counter()
     replay = _replay(table_path, "val_score")
-    result: dict[str, Any] = {"table": {k: replay.table.meta[k] for k in (
-        "command", "commit", "recorded", "seeds", "grid", "defaults") if k in replay.table.meta},
-        "study_seeds": seeds, "workers": workers}
+    meta = replay.table.meta
+    result: dict[str, Any] = {
+        "space": meta["space"], "study_seeds": seeds, "workers": workers,
+        "table": {k: meta[k] for k in ("command", "commit", "recorded", "seeds", "grid",
+                                       "defaults") if k in meta}}
     result["oracle"] = oracle(replay)
     result["rungs"] = rung_correlations(replay)
 
@@ -194,8 +196,12 @@ def benchmark(table_path: str, seeds: int, workers: int, processes: int,
                           "budget": budget, "regret": interval([m["regret"] for m in main]),
                           "replaced": sum(bool(m["replaced"]) for m in main)}
 
+    # A race needs its (3 + 1) x 3 full-length runs and a search before it: below that,
+    # the strategy cannot run.
+    reserve = 12 * replay.mean_full_seconds()
     jobs = [(table_path, "val_score", strategy, s, workers, None, factor * budget)
             for factor in BUDGET_FACTORS for strategy in STRATEGIES.values()
+            if not (strategy.race and factor * budget < 1.2 * reserve)
             for s in range(seeds)]
     result["by_budget"] = run_jobs(jobs, processes)
 
@@ -212,6 +218,8 @@ def benchmark(table_path: str, seeds: int, workers: int, processes: int,
                         for name in SIGNALS for s in range(seeds)], processes)
     for name in SIGNALS:
         sig[name]["replayed_regret"] = [r["regret"] for r in replays if r["signal"] == name]
+        for key in ("spearman", "regret"):  # thousands of values: their mean and interval
+            sig[name][key] = interval(sig[name][key])
     result["signals"] = {"subset": subset, "draws": draws, "per_signal": sig}
     result["wall_seconds"] = time.perf_counter() - t0
     return result
@@ -284,8 +292,8 @@ def tables(result: dict[str, Any]) -> str:
               "| signal | what | Spearman | pick's regret | replayed regret |",
               "|---|---|---|---|---|"]
     for name, v in s["per_signal"].items():
-        lines.append(f"| {name} | {v['what']} | {_fmt(interval(v['spearman']), 3)} | "
-                     f"{_fmt(interval(v['regret']))} | "
+        lines.append(f"| {name} | {v['what']} | {_fmt(v['spearman'], 3)} | "
+                     f"{_fmt(v['regret'])} | "
                      f"{_fmt(interval(v['replayed_regret']))} |")
     lines += ["", "ASHA's rungs: Spearman of the score at the rung with the final score and "
               "with the true error (mean over seeds, all configurations)", "",
@@ -316,15 +324,15 @@ def plot(result: dict[str, Any], path: str) -> None:
                 lo.append(ci["low"])
                 hi.append(ci["high"])
         line, = ax.plot(xs, ys, marker="o", label=name)
-        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.08)
     ax.axvline(result["main_job"]["budget"], color="grey", ls=":", lw=1)
     ax.text(result["main_job"]["budget"], ax.get_ylim()[1], " main job", va="top",
             fontsize=8, color="grey")
     ax.set_xscale("log")
     ax.set(xlabel="trainer seconds spent (log scale)",
            ylabel="regret: true test error above the best, % points",
-           title=f"digits: regret against budget ({result['study_seeds']} study seeds, "
-                 "95 % bands)")
+           title=f"{result['space']}: regret against budget ({result['study_seeds']} study "
+                 "seeds, 95 % bands)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
