@@ -157,17 +157,22 @@ def start(cluster: dict[str, Any], work_dir: str, idle_timeout_minutes: float) -
     return fake
 
 
+def _kill(pids: list[int]) -> list[int]:
+    """SIGKILL each of `pids`; those it reached."""
+    killed = []
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return killed
+
+
 def kill_matching(text: str) -> list[int]:
     """SIGKILL every process of this user whose command line contains `text`."""
-    killed = []
-    for pid, args in command_lines():
-        if text in " ".join(args) and pid != os.getpid():
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            except (ProcessLookupError, PermissionError):
-                pass
-    return killed
+    return _kill([pid for pid, args in command_lines()
+                  if text in " ".join(args) and pid != os.getpid()])
 
 
 def kill_node(raylet_socket: str) -> list[int]:
@@ -176,11 +181,4 @@ def kill_node(raylet_socket: str) -> list[int]:
     rename themselves (ray::ClassName.method), so they are found as its descendants."""
     raylets = {pid for pid, args in command_lines() if raylet_socket in " ".join(args)}
     raylets.discard(os.getpid())
-    killed = []
-    for pid in sorted(descendants(raylets)) + sorted(raylets):
-        try:
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-        except (ProcessLookupError, PermissionError):
-            pass
-    return killed
+    return _kill(sorted(descendants(raylets)) + sorted(raylets))
