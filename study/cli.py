@@ -23,6 +23,7 @@ from study.lock import StudyLocked, claim, refuse_existing
 from study.race import DEFAULTS, SEED_BLOCK, selection_seeds
 from study.spaces import SpaceError, available, load_space
 from trainer.config import DEVICES, PRECISIONS, resolve
+from trainer.data import DatasetCorrupt, DatasetMissing, fetch, require_files
 from trainer.methods import METHODS
 from trainer.own_data import dataset_name
 
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--steps-per-trial", type=int, help="override the steps of every trial")
     a("--test-freq", type=int, help="override the evaluation/report interval")
     a("--data-path", default="./data", help="dataset folder on every node")
+    a("--download", action="store_true",
+      help="fetch the space's dataset into --data-path before the study starts (on this "
+           "machine: a cluster's nodes need the files in their own --data-path)")
     a("--device", choices=DEVICES, default="auto")
     a("--precision", choices=PRECISIONS,
       help="trainer precision: auto = bf16 autocast on CUDA, fp32 on CPU (the default of a "
@@ -144,6 +148,13 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
     cfg = resolve(space.trainer_settings(space.defaults()))
     storage.check_free_space(args.storage_path,
                              trials * storage.trial_bytes(cfg.architecture, cfg.dataset))
+    if not args.address and not args.download:
+        # A local study's trials read this machine's files: a missing dataset would fail
+        # every trial on every retry. Refused here, before any directory or Ray.
+        try:
+            require_files(cfg.dataset, args.data_path)
+        except DatasetMissing as e:
+            raise StudyError(str(e)) from e
     if args.resume:
         return _as_started(opts)
     # The study itself is claimed atomically (study/lock.py) just before it runs.
@@ -248,7 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.address and "ray" not in sys.modules:
         os.environ.setdefault(LOCAL_ONLY_ENV, "0")
     try:
-        summary = _claim_and_run(options_from_args(args))
+        opts = options_from_args(args)
+        if args.download:  # once, on this machine, before any trial could race to it
+            space = load_space(opts.space, opts.dataset)
+            fetch(resolve(space.trainer_settings(space.defaults())).dataset, args.data_path)
+        summary = _claim_and_run(opts)
         if args.then_reproduce and summary["num_errored"] == 0:
             then = argparse.Namespace(**{**vars(args), "then_reproduce": None,
                                          "reproduce": args.then_reproduce, "config": "best"})
@@ -257,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.storage_path, f"{args.name or _default_name(args)}-reproduce"))
             print()
             summary = _claim_and_run(options_from_args(then))
-    except (StudyError, StudyLocked, SpaceError, OSError) as e:
+    except (StudyError, StudyLocked, SpaceError, DatasetCorrupt, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0 if summary["num_errored"] == 0 else 1

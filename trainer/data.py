@@ -126,24 +126,53 @@ def _read_cifar_batch(path: str, label_key: str) -> tuple[np.ndarray, np.ndarray
     return data, labels
 
 
-def _require(root: str, folder: str, names: list[str], dataset: str, source: str) -> None:
-    missing = [n for n in names if not os.path.isfile(os.path.join(root, folder, n))]
+@dataclass(frozen=True)
+class Files:
+    """Where a downloaded dataset lives under --data-path, and what it is."""
+
+    folder: str  # "" for files directly in the data path
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    source: str
+
+
+FILES: dict[str, Files] = {
+    "cifar10": Files("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
+                     ("test_batch",), "the extracted 'CIFAR-10 python version' archive"),
+    "cifar100": Files("cifar-100-python", ("train",), ("test",),
+                      "the extracted 'CIFAR-100 python version' archive"),
+    "svhn": Files("", ("train_32x32.mat",), ("test_32x32.mat",),
+                  "the cropped-digits files of format 2 (32x32 .mat)"),
+}
+
+
+def require_files(dataset: str, root: str) -> None:
+    """Raise DatasetMissing, naming the missing files and the fix, where a downloaded
+    dataset's files are not under `root`; datasets that are not downloaded pass."""
+    files = FILES.get(dataset)
+    if files is None:
+        return
+    missing = [n for n in files.train + files.test
+               if not os.path.isfile(os.path.join(root, files.folder, n))]
     if missing:
-        where = os.path.join(os.path.abspath(root), folder)
+        where = os.path.join(os.path.abspath(root), files.folder).rstrip(os.sep) or os.sep
+        holds = f"'{files.folder}'" if files.folder else "them"
         raise DatasetMissing(
-            f"{dataset}: missing {', '.join(missing)} in {where}. Expected {source}. "
-            f"Pass --download to fetch it, or --data-path to the folder that holds '{folder}'."
-        )
+            f"{dataset}: missing {', '.join(missing)} in {where}. Expected {files.source}. "
+            f"Pass --download to fetch it, or --data-path to the folder that holds {holds}.")
+
+
+def fetch(dataset: str, root: str) -> None:
+    """Download a dataset that is downloaded (torchvision checks the official checksums) into
+    `root`, and read it once; nothing for the others."""
+    if dataset in FILES:
+        DATASETS[dataset].load(root, True)
 
 
 def _cifar_loader(dataset: str) -> Callable[[str, bool], Arrays]:
-    if dataset == "cifar10":
-        folder, train_files, test_files = (
-            "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"])
-        key, source = "labels", "the extracted 'CIFAR-10 python version' archive"
-    else:
-        folder, train_files, test_files = "cifar-100-python", ["train"], ["test"]
-        key, source = "fine_labels", "the extracted 'CIFAR-100 python version' archive"
+    files = FILES[dataset]
+    folder, train_files, test_files = files.folder, list(files.train), list(files.test)
+    key = "labels" if dataset == "cifar10" else "fine_labels"
 
     def load(root: str, download: bool) -> Arrays:
         if download:
@@ -153,7 +182,7 @@ def _cifar_loader(dataset: str) -> Callable[[str, bool], Arrays]:
                 torchvision.datasets.CIFAR100)
             for train in (True, False):  # downloads and verifies the official checksums
                 cls(root, train=train, download=True)
-        _require(root, folder, train_files + test_files, dataset, source)
+        require_files(dataset, root)
         tr = [_read_cifar_batch(os.path.join(root, folder, n), key) for n in train_files]
         te = [_read_cifar_batch(os.path.join(root, folder, n), key) for n in test_files]
         return Arrays(np.concatenate([x for x, _ in tr]), np.concatenate([y for _, y in tr]),
@@ -187,8 +216,8 @@ def load_svhn_arrays(root: str, download: bool) -> Arrays:
 
         for split in ("train", "test"):
             torchvision.datasets.SVHN(root, split=split, download=True)
-    names = ["train_32x32.mat", "test_32x32.mat"]
-    _require(root, "", names, "svhn", "the cropped-digits files of format 2 (32x32 .mat)")
+    names = [*FILES["svhn"].train, *FILES["svhn"].test]
+    require_files("svhn", root)
     (trx, try_), (tex, tey) = (_read_svhn(os.path.join(root, n)) for n in names)
     return Arrays(trx, try_, tex, tey, "official")
 

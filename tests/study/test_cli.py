@@ -128,3 +128,39 @@ def test_the_documented_command_runs_as_a_script_from_anywhere(tmp_path):
                           text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "--space" in done.stdout and "--reproduce" in done.stdout
+
+
+@pytest.mark.parametrize("space,files", [("cifar100", "train, test"),
+                                         ("svhn", "train_32x32.mat, test_32x32.mat")])
+def test_the_briefs_command_without_its_dataset_is_refused_at_once_and_can_be_rerun(
+        tmp_path, space, files):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "study" / "run.py"
+    for attempt in (1, 2):  # the first refusal leaves nothing that blocks the second
+        t0 = time.time()
+        done = subprocess.run([sys.executable, str(script), "--space", space], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, done.stderr
+        assert lines[0].startswith(f"error: {space}: missing {files} in {tmp_path / 'data'}")
+        assert "Pass --download to fetch it, or --data-path" in lines[0]
+        assert "Ray" not in done.stdout + done.stderr  # refused before Ray started
+        assert time.time() - t0 < 30, f"attempt {attempt} took {time.time() - t0:.0f} s"
+        assert not (tmp_path / "studies" / space).exists()
+
+
+def test_a_study_on_data_already_there_is_not_refused(tmp_path):
+    from study.cli import build_parser, options_from_args
+
+    folder = tmp_path / "data" / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name in ("train", "test"):  # present is all the check asks: the trainer reads them
+        (folder / name).write_bytes(b"")
+    args = build_parser().parse_args(["--space", "cifar100", "--data-path",
+                                      str(tmp_path / "data"), "--storage-path",
+                                      str(tmp_path / "studies")])
+    assert options_from_args(args).space.endswith("cifar100.toml")
