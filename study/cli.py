@@ -7,6 +7,7 @@ import dataclasses
 import math
 import os
 import re
+import shlex
 import sys
 
 from study import storage
@@ -19,6 +20,7 @@ from study.driver import (
     run_study,
     variants,
 )
+from study.interrupt import StudyInterrupted, graceful_stop
 from study.lock import StudyLocked, claim, refuse_existing
 from study.race import DEFAULTS, SEED_BLOCK, selection_seeds
 from study.spaces import SpaceError, available, load_space
@@ -263,19 +265,44 @@ def main(argv: list[str] | None = None) -> int:
         if args.download:  # once, on this machine, before any trial could race to it
             space = load_space(opts.space, opts.dataset)
             fetch(resolve(space.trainer_settings(space.defaults())).dataset, args.data_path)
-        summary = _claim_and_run(opts)
-        if args.then_reproduce and summary["num_errored"] == 0:
-            then = argparse.Namespace(**{**vars(args), "then_reproduce": None,
-                                         "reproduce": args.then_reproduce, "config": "best"})
-            # A resumed pipeline resumes its reproduce study too, if that had started.
-            then.resume = args.resume and storage.exists(storage.study_path(
-                args.storage_path, f"{args.name or _default_name(args)}-reproduce"))
-            print()
-            summary = _claim_and_run(options_from_args(then))
+        with graceful_stop() as received:  # over the pipeline: no stage after a signal
+            summary = _claim_and_run(opts)
+            if args.then_reproduce and received:  # the search finished, the signal came after
+                stopped = StudyInterrupted(received[0])
+                stopped.study = f"{opts.name}-reproduce"
+                raise stopped
+            if args.then_reproduce and summary["num_errored"] == 0:
+                summary = _reproduce_after(args)
+    except StudyInterrupted as e:
+        print(f"interrupted ({e}): the study {getattr(e, 'study', opts.name)!r} did not "
+              "finish, and nothing after it ran. Finished trials are kept; resume with: "
+              f"{resume_command(argv)}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:  # before any study started
+        print("interrupted (SIGINT) before any study started", file=sys.stderr)
+        return 130
     except (StudyError, StudyLocked, SpaceError, DatasetCorrupt, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0 if summary["num_errored"] == 0 else 1
+
+
+def resume_command(argv: list[str] | None) -> str:
+    """The command line that resumes this one: the same options and --resume."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return shlex.join(["python", "study/run.py", *args,
+                       *([] if "--resume" in args else ["--resume"])])
+
+
+def _reproduce_after(args: argparse.Namespace) -> dict:
+    """--then-reproduce: the reproduce study of the search just finished, resumed with it."""
+    then = argparse.Namespace(**{**vars(args), "then_reproduce": None,
+                                 "reproduce": args.then_reproduce, "config": "best"})
+    # A resumed pipeline resumes its reproduce study too, if that had started.
+    then.resume = args.resume and storage.exists(storage.study_path(
+        args.storage_path, f"{args.name or _default_name(args)}-reproduce"))
+    print()
+    return _claim_and_run(options_from_args(then))
 
 
 def _claim_and_run(opts: StudyOptions) -> dict:
@@ -283,6 +310,9 @@ def _claim_and_run(opts: StudyOptions) -> dict:
     lock = claim(opts.path, opts.name, opts.resume)
     try:
         summary = run_study(opts)
+    except StudyInterrupted as e:
+        e.study = opts.name
+        raise
     finally:
         lock.release()
     _print_summary(summary)

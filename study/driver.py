@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import os
+import signal
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -13,6 +14,7 @@ from typing import Any
 
 from study import storage
 from study.capacity import Capacity, read_capacity
+from study.interrupt import StudyInterrupted, graceful_stop, reassert
 from study.race import DEFAULTS, base_seed, decide, same_config, selection_seeds
 from study.spaces import Space, load_space
 from trainer import rundir
@@ -517,8 +519,11 @@ def run_study(opts: StudyOptions, trial_function=None) -> dict[str, Any]:
         for kind, files in trusted.items():
             if files:
                 print(f"resume: {kind.replace('_', ' ')}: {', '.join(files)}")
-    connect(opts)
+    stop = contextlib.ExitStack()
+    received = stop.enter_context(graceful_stop())
     try:
+        connect(opts)
+        reassert()  # after ray.init(), whose own SIGTERM handler would exit at once
         per_trial = resources(opts, space)
         if not opts.resume:
             storage.put_json(opts.path + "/study.json", {
@@ -537,9 +542,16 @@ def run_study(opts: StudyOptions, trial_function=None) -> dict[str, Any]:
             tuner = build_tuner(opts, space, per_trial, trial_function)
             t0 = time.perf_counter()
             results = tuner.fit()
+        if received:
+            # Not finished: no summary (nothing reads the study as finished), and no
+            # reconciling (its cut-off trials are to continue on --resume, not fail).
+            raise StudyInterrupted(received[0])
         summary = summarise(opts, space, results, time.perf_counter() - t0)
         summary.update(reconcile(opts, results), **trusted)
         storage.put_json(opts.path + "/study_summary.json", summary)
         return summary
+    except KeyboardInterrupt:  # a second signal, or one outside Tune's fit()
+        raise StudyInterrupted(received[0] if received else signal.SIGINT) from None
     finally:
         ray.shutdown()
+        stop.close()
