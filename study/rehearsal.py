@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from study import fake_cluster
+from study import fake_cluster, storage
 from study.cli import build_parser, options_from_args
 from study.driver import StudyError
 from study.spaces import SpaceError, load_space
@@ -102,8 +102,9 @@ class Observer:
         once a trial on it has its second checkpoint. True once done."""
         if self.killed:
             return True
-        study = _read_json(os.path.join(self.study_path, "study.json"))
-        if not study:
+        try:  # written by the driver as the study starts
+            study = storage.get_json(os.path.join(self.study_path, "study.json"))
+        except (OSError, ValueError):
             return False
         per_trial, num_samples = study["resources"], study["options"]["num_samples"]
         for node_id, node in self.workers().items():
@@ -128,14 +129,6 @@ class Observer:
                            "pids": len(pids)}
             return True
         return False
-
-
-def _read_json(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def monitor_events(log: Path) -> list[dict[str, Any]]:
