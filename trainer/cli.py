@@ -16,12 +16,13 @@ from trainer.config import (
     ConfigError,
     resolve,
 )
-from trainer.data import DATASETS, SPLITS, DatasetMissing
+from trainer.data import DATASETS, FILES, SPLITS, DatasetMissing
+from trainer.lock import Locked
 from trainer.loop import TrainingDiverged, train
 from trainer.methods import METHODS, with_mixup
 from trainer.models import ALIASES, MODELS
 from trainer.own_data import dataset_name, is_dataset_path
-from trainer.rundir import NotWritable, check_writable
+from trainer.rundir import NotWritable, RunDirTaken, check_writable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,14 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
       help="compile the model with torch.compile (slower start, faster steps)")
     a("--save-path", help="run directory (default runs/DATASET-METHOD-seedSEED)")
     a("--resume", help="checkpoint.pt or run directory to continue; its config is reused, "
-                       "flags given here override it")
+                       "flags given here override it. With --save-path elsewhere, the run "
+                       "continues there and the source is left as it was")
+    a("--overwrite", action="store_true",
+      help="replace the run that --save-path already holds (its checkpoints, metrics and "
+           "TensorBoard logs); without it such a run is refused")
     a("--quiet", action="store_true", help="no progress display")
     return p
 
 
 def config_from_args(args: argparse.Namespace):
     """Turn parsed flags into a validated Config (checkpoint config first when resuming)."""
-    given = {k: v for k, v in vars(args).items() if k not in ("mix_up", "quiet")}
+    given = {k: v for k, v in vars(args).items() if k not in ("mix_up", "quiet", "overwrite")}
     base: dict = {}
     if args.resume:
         with warnings.catch_warnings():  # train() warns about a fallback, once
@@ -111,6 +116,11 @@ def config_from_args(args: argparse.Namespace):
         base.pop("num_label", None)  # a resumed run's own count gives way to the per-class one
     merged = {**base, **{k: v for k, v in given.items() if v is not None}}
     cfg = resolve(merged)
+    if args.data_path is not None and cfg.dataset not in FILES:
+        what = ("embedded in scikit-learn" if cfg.dataset in DATASETS
+                else "read from --dataset PATH")
+        raise ConfigError(f"--data-path: {cfg.dataset} is {what} and reads no --data-path; "
+                          "leave it out")
     if args.save_path is None and not args.resume:
         name = dataset_name(cfg.dataset) if is_dataset_path(cfg.dataset) else cfg.dataset
         cfg = cfg.replace(save_path=os.path.join("runs", f"{name}-{cfg.method}-seed{cfg.seed}"))
@@ -139,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         check_writable(cfg.save_path, "--save-path")  # before data and model load
         if not args.quiet:
             print(describe(cfg))
-        summary = train(cfg, show_progress=not args.quiet)
+        summary = train(cfg, show_progress=not args.quiet,
+                        existing="overwrite" if args.overwrite else None)
     except (ConfigError, checkpoint.CheckpointError, DatasetMissing, NotWritable,
-            ValueError) as e:
+            RunDirTaken, Locked, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:

@@ -256,7 +256,40 @@ def validate(cfg: Config) -> Config:
         fail("num_val", f"with val_from_labeled the validation images come out of the "
              f"{cfg.num_label} labels, so 0 < num_val < num_label; got {cfg.num_val}")
     parse_milestones(cfg.milestones)
+    _check_data_flags(cfg)
     return cfg
+
+
+def _check_data_flags(cfg: Config) -> None:
+    """Flags that do not apply to the dataset are refused, and images too small for the
+    network are named, before anything loads."""
+    from trainer.data import DATASETS, FILES
+    from trainer.models import MIN_IMAGE_SIZE
+    from trainer.own_data import OwnDataError, stored_size
+
+    builtin = cfg.dataset in DATASETS
+    if builtin and cfg.image_size:
+        side = DATASETS[cfg.dataset].size
+        raise ConfigError(f"image_size: resizes data of your own only; {cfg.dataset} is built "
+                          f"in, at its own {side}x{side}; leave --image-size out")
+    if cfg.download and cfg.dataset not in FILES:
+        what = "embedded in scikit-learn" if builtin else "your own, read from --dataset"
+        raise ConfigError(f"download: {cfg.dataset} is {what}: there is nothing to download; "
+                          "leave --download out")
+    try:
+        side = (DATASETS[cfg.dataset].size if builtin
+                else cfg.image_size or stored_size(cfg.dataset, side="min"))
+    except OwnDataError as e:
+        raise ConfigError(f"dataset: {e}") from e
+    need = MIN_IMAGE_SIZE[cfg.architecture]
+    if side < need:
+        fits = sorted(a for a, n in MIN_IMAGE_SIZE.items() if n <= side)
+        fix = (f"pass --image-size {need} or more to enlarge them" if not builtin
+               else "choose another architecture")
+        raise ConfigError(f"architecture: {cfg.architecture} takes images of at least "
+                          f"{need}x{need} (its pooling leaves nothing of smaller ones), and "
+                          f"{cfg.dataset}'s are {side} pixels on a side; {fix}, or use one of "
+                          f"{fits}")
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

@@ -213,14 +213,33 @@ def _log_row(writer, row: dict[str, float]) -> None:
 
 
 def train(cfg: Config, report: ReportHook | None = None, show_progress: bool = True,
-          hooks: RunHooks = RunHooks()) -> dict[str, Any]:
-    """Run (or resume) one training run; return the summary also written to summary.json."""
-    runtime = resolve_runtime(cfg)
-    device = runtime.device
+          hooks: RunHooks = RunHooks(), existing: rundir.Existing | None = None
+          ) -> dict[str, Any]:
+    """Run (or resume) one training run; return the summary also written to summary.json.
+
+    The run directory is claimed first (rundir.claim): one trainer writes it at a time,
+    and a run already there is refused unless `existing` says otherwise. By default a run
+    resumed into its own directory continues it; a resumed run given another directory
+    starts that one afresh, leaving its source as it was."""
     state, resumed_file = None, None
     if cfg.resume:
         state, resumed_file = checkpoint.load_latest(cfg.resume)
         checkpoint.check_compatible(state, cfg.to_dict(), cfg.resume)
+    if existing is None:
+        here = resumed_file is not None and os.path.abspath(
+            os.path.dirname(resumed_file)) == os.path.abspath(cfg.save_path)
+        existing = "continue" if here else "refuse"
+    held = rundir.claim(cfg.save_path, existing)
+    try:
+        return _train(cfg, state, resumed_file, report, show_progress, hooks)
+    finally:
+        held.release()
+
+
+def _train(cfg: Config, state: dict[str, Any] | None, resumed_file: str | None,
+           report: ReportHook | None, show_progress: bool, hooks: RunHooks) -> dict[str, Any]:
+    runtime = resolve_runtime(cfg)
+    device = runtime.device
     data = load_for(cfg, device)
     if hooks.loaded_data is not None:
         data = hooks.loaded_data(data)

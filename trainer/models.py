@@ -191,6 +191,10 @@ MODELS: dict[str, Callable[[int, int], nn.Module]] = {
     "digitscnn": digitscnn,
     "resnet18": resnet18,
 }
+# The smallest image side each network takes: its pooling and "valid" convolutions shrink
+# the image, and below this nothing is left (tests/trainer/test_models.py measures each).
+MIN_IMAGE_SIZE = {"convlarge": 12, "shakeshake26": 4, "wrn28-2": 1, "digitscnn": 2,
+                  "resnet18": 1}
 # Names the authors' scripts accept, mapped to ours.
 ALIASES = {"shakeshake": "shakeshake26", "wrn28": "wrn28-2", "wideresnet28": "wrn28-2"}
 

@@ -36,21 +36,23 @@ from trainer.data import (
 )
 from trainer.own_survey import (
     HOLDOUT_SEED,
+    MAX_PIXELS,
     TEST_FRACTION,
     OwnDataError,
     class_counts,
-    class_folders,
     dataset_name,
     estimate_bytes,
     fingerprint,
     has_own_val,
     host_available,
-    image_files,
     inspect_classes,
     is_dataset_path,
     open_npz,
     own_preset,
     placement,
+    read_array,
+    stored_size,
+    tree,
 )
 
 if TYPE_CHECKING:
@@ -60,7 +62,7 @@ if TYPE_CHECKING:
 # it loads (here).
 __all__ = ["OwnData", "OwnDataError", "class_counts", "dataset_name", "estimate_bytes",
            "fingerprint", "has_own_val", "inspect_classes", "is_dataset_path", "load_own",
-           "load_own_for", "own_preset", "placement", "spec_of"]
+           "load_own_for", "own_preset", "placement", "spec_of", "stored_size"]
 
 
 @dataclass
@@ -98,6 +100,11 @@ class _Images:
         for f in files:
             try:
                 with Image.open(f) as im:
+                    if im.size[0] * im.size[1] > MAX_PIXELS:  # before decoding it
+                        raise OwnDataError(
+                            f"{f}: {im.size[0]}x{im.size[1]} pixels, more than the "
+                            f"{MAX_PIXELS:,} one image may have (a decompression bomb, or a "
+                            "photo far too large); shrink it or remove it")
                     im.load()
                     colour = im.mode not in ("1", "L", "I", "I;16", "F", "LA")
                     im = im.convert("RGB" if colour else "L")
@@ -113,7 +120,8 @@ class _Images:
                             f"images of different sizes: {g} is {w}x{h}, {f} is {w2}x{h2}; "
                             "pass --image-size S to resize every image to SxS once, at load")
                     a = np.asarray(im, dtype=np.uint8)
-            except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+            except (OSError, UnidentifiedImageError, SyntaxError, ValueError,
+                    Image.DecompressionBombError) as e:
                 if isinstance(e, OwnDataError):
                     raise
                 raise OwnDataError(f"{f}: not a readable PNG or JPEG image ({e}); remove or "
@@ -144,10 +152,12 @@ def _load_folder(root: str, image_size: int | None) -> OwnData:
     reader = _Images(image_size)
     rel = lambda f: os.path.relpath(f, root)  # noqa: E731
 
+    parts = tree(root)  # every image once, the parts apart
+
     def labeled_part(part: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
-        if not os.path.isdir(os.path.join(root, part)):
+        if part not in parts:
             return None
-        folders = class_folders(root, part)
+        folders = parts[part]
         for c, files in folders.items():
             if c not in classes:
                 raise OwnDataError(f"{os.path.join(root, part, c)}: class {c!r} is not a class "
@@ -162,8 +172,7 @@ def _load_folder(root: str, image_size: int | None) -> OwnData:
         return x, labels, [rel(f) for f in files]
 
     train_x, train_y, train_files = labeled_part("train")
-    unlabeled_files = (image_files(os.path.join(root, "unlabeled"))
-                       if os.path.isdir(os.path.join(root, "unlabeled")) else [])
+    unlabeled_files = parts.get("unlabeled", {}).get("", [])
     unlabeled_x = reader.read(unlabeled_files)
     val = labeled_part("val")
     test = labeled_part("test")
@@ -192,13 +201,16 @@ def _as_nchw(x: np.ndarray, key: str, path: str) -> np.ndarray:
         raise OwnDataError(f"{path}: {key} has dtype {x.dtype}; give uint8 images (0..255), "
                            "e.g. (x * 255).round().astype(np.uint8)")
     if x.ndim == 3:
-        return x[:, None]
-    if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    if x.ndim == 4 and x.shape[1] in (1, 3):
-        return x
-    raise OwnDataError(f"{path}: {key} has shape {x.shape}; give images as N,H,W,C or N,C,H,W "
-                       "with 1 or 3 channels, or N,H,W for greyscale")
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    elif not (x.ndim == 4 and x.shape[1] in (1, 3)):
+        raise OwnDataError(f"{path}: {key} has shape {x.shape}; give images as N,H,W,C or "
+                           "N,C,H,W with 1 or 3 channels, or N,H,W for greyscale")
+    if x.shape[-1] * x.shape[-2] > MAX_PIXELS:
+        raise OwnDataError(f"{path}: {key} images are {x.shape[-1]}x{x.shape[-2]}, more than "
+                           f"the {MAX_PIXELS:,} pixels one image may have; store them smaller")
+    return x
 
 
 def _labels(y: np.ndarray, key: str, path: str, n: int, classes: list[str]) -> np.ndarray:
@@ -223,7 +235,7 @@ def _resize(x: np.ndarray, size: int) -> np.ndarray:
 def _load_npz(path: str, image_size: int | None) -> OwnData:
     classes = inspect_classes(path)
     with open_npz(path) as z:
-        arrays = {k: z[k] for k in z.files}
+        arrays = {k: read_array(z, k, path) for k in z.files}
     for x_key, y_key in (("x_val", "y_val"), ("x_test", "y_test")):
         if (x_key in arrays) != (y_key in arrays):
             raise OwnDataError(f"{path}: has {x_key if x_key in arrays else y_key} without "

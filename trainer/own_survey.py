@@ -17,6 +17,12 @@ import torch
 from trainer.data import DIGITS_SPLIT_SEED, DIGITS_TEST_FRACTION
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# The largest image decoded, in pixels (width x height): far above any image a
+# semi-supervised benchmark trains on, far below what exhausts memory (a decompression bomb
+# is a small file that decodes to billions of pixels).
+MAX_PIXELS = 4096 * 4096
+# The parts of a folder tree; the labeled ones hold class folders.
+LABELED_PARTS = ("train", "val", "test")
 # Without test/ (or x_test): this fraction of each class of train/ is the test set, drawn
 # with this seed; recorded in split.json. The digits set's own rule: its images in an .npz
 # without x_test give the built-in split exactly.
@@ -48,10 +54,55 @@ def image_files(folder: str) -> list[str]:
     return found
 
 
-def class_folders(root: str, part: str) -> dict[str, list[str]]:
+def _class_folders(root: str, part: str) -> dict[str, list[str]]:
     base = os.path.join(root, part)
     return {c: image_files(os.path.join(base, c)) for c in sorted(os.listdir(base))
             if os.path.isdir(os.path.join(base, c)) and not c.startswith(".")}
+
+
+# Parts that must not share a file: training with what judges it, validation with test.
+_DISJOINT = {("train", "test"), ("train", "val"), ("val", "test"), ("unlabeled", "test"),
+             ("unlabeled", "val")}
+
+
+def tree(root: str) -> dict[str, dict[str, list[str]]]:
+    """The images of a folder tree, part by part ({class: files}; unlabeled/ under ""),
+    each file once, whatever links the tree holds: a file reached by two paths (a symbolic
+    or hard link) is read at its first path only. Refused: one file under two classes, or
+    shared by parts that must be disjoint (the test set with training, say)."""
+    parts: dict[str, dict[str, list[str]]] = {}
+    for part in LABELED_PARTS:
+        if os.path.isdir(os.path.join(root, part)):
+            parts[part] = _class_folders(root, part)
+    if os.path.isdir(os.path.join(root, "unlabeled")):
+        parts["unlabeled"] = {"": image_files(os.path.join(root, "unlabeled"))}
+    seen: dict[tuple[int, int], tuple[str, str, str]] = {}  # identity -> part, class, path
+    out: dict[str, dict[str, list[str]]] = {}
+    for part, folders in parts.items():
+        out[part] = {}
+        for c, files in folders.items():
+            kept = []
+            for f in files:
+                try:
+                    st = os.stat(f)
+                except OSError as e:  # a dangling link
+                    raise OwnDataError(f"{f}: cannot be read ({e}); remove or fix it") from e
+                first = seen.setdefault((st.st_dev, st.st_ino), (part, c, f))
+                if first[2] == f:
+                    kept.append(f)
+                elif (first[0], part) in _DISJOINT:
+                    raise OwnDataError(
+                        f"{first[2]} and {f} are one file (a link): {part}/ would share an "
+                        f"image with {first[0]}/, which must be kept apart; remove one of "
+                        "them")
+                elif first[0] == part != "unlabeled" and first[1] != c:
+                    raise OwnDataError(
+                        f"{first[2]} and {f} are one file (a link) under two classes, "
+                        f"{first[1]!r} and {c!r}; remove the one with the wrong label")
+                # else: the same image again (in its class, or unlabeled/ repeating a
+                # training image, which is unlabeled data already): counted once
+            out[part][c] = kept
+    return out
 
 
 def open_npz(path: str):
@@ -74,20 +125,61 @@ def inspect_classes(path: str) -> list[str]:
         # Folder names only: validation reads them often, and a large tree is slow to walk.
         classes = sorted(c for c in os.listdir(train)
                          if os.path.isdir(os.path.join(train, c)) and not c.startswith("."))
-        if len(classes) < 2:
-            raise OwnDataError(f"{os.path.join(path, 'train')}: {len(classes)} class folder(s); "
-                               "a classifier needs at least two, one folder per class")
+        check_classes(classes, os.path.join(path, "train"))
         return classes
     with open_npz(path) as z:
         if "x_train" not in z.files or "y_train" not in z.files:
             raise OwnDataError(f"{path}: has {sorted(z.files)}; it needs x_train and y_train")
-        if "classes" in z.files:
-            return [str(c) for c in z["classes"]]
-        y = z["y_train"]
-        if not np.issubdtype(y.dtype, np.integer) or y.size == 0:
-            raise OwnDataError(f"{path}: y_train must be integer labels, got {y.dtype} "
-                               f"({y.size} of them)")
-        return [str(c) for c in range(int(y.max()) + 1)]
+        y = read_array(z, "y_train", path)
+        names = read_array(z, "classes", path) if "classes" in z.files else None
+    if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1 or y.size == 0:
+        hint = ("; store each label as its index into classes, e.g. "
+                "np.searchsorted(classes, labels) for sorted classes" if y.dtype.kind in "USO"
+                else "")
+        raise OwnDataError(f"{path}: y_train must be a 1-D array of integer labels (class "
+                           f"indices), got {y.dtype} of shape {y.shape}{hint}")
+    if names is not None and names.ndim != 1:
+        raise OwnDataError(f"{path}: classes must be a 1-D array of names, got shape "
+                           f"{names.shape}")
+    classes = ([str(c) for c in names] if names is not None
+               else [str(c) for c in range(max(int(y.max()) + 1, 0))])
+    check_classes(classes, f"{path}: classes")
+    bad = y[(y < 0) | (y >= len(classes))]
+    if len(bad):
+        raise OwnDataError(f"{path}: y_train has label {int(bad[0])}, outside [0, {len(classes)}) "
+                           f"for the {len(classes)} classes; fix the labels or the classes array")
+    empty = [classes[i] for i in np.flatnonzero(np.bincount(y, minlength=len(classes)) == 0)]
+    if empty:
+        raise OwnDataError(f"{path}: class {empty[0]!r} has no image in y_train; give every "
+                           "class training images, or leave it out of classes")
+    return classes
+
+
+def check_classes(classes: list[str], where: str) -> None:
+    """The rules on class names, one for every form of data: two or more, each once."""
+    if len(classes) < 2:
+        raise OwnDataError(f"{where}: {len(classes)} class(es); a classifier needs at least "
+                           "two")
+    seen: set[str] = set()
+    for c in classes:
+        if c in seen:
+            raise OwnDataError(f"{where}: the class name {c!r} appears twice; give each class "
+                               "one unique name")
+        seen.add(c)
+
+
+def read_array(z, key: str, path: str) -> np.ndarray:
+    """One array of an open .npz; an array of Python objects is refused, never unpickled."""
+    try:
+        return z[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        if "allow_pickle" in str(e) or "Object arrays" in str(e):
+            raise OwnDataError(
+                f"{path}: {key} is an array of Python objects (dtype object), which is never "
+                "read (unpickling can run code); save it as a numeric array (uint8 images, "
+                "integer labels) or, for classes, an array of strings") from e
+        raise OwnDataError(f"{path}: {key} cannot be read ({e}); the file is damaged, write "
+                           "it again") from e
 
 
 def _npz_shape(path: str, key: str) -> tuple[int, ...]:
@@ -102,33 +194,34 @@ def _npz_shape(path: str, key: str) -> tuple[int, ...]:
         raise OwnDataError(f"{path}: cannot read the shape of {key} ({e})") from e
 
 
-def stored_size(path: str) -> int:
-    """The side of the stored images (the larger one): the first image of train/, or
-    x_train's shape."""
+def stored_size(path: str, side: str = "max") -> int:
+    """The side of the stored images (the larger one, or with side="min" the smaller): the
+    first image of train/, or x_train's shape."""
     if os.path.isdir(path):
         from PIL import Image
 
-        for files in class_folders(path, "train").values():
+        for files in _class_folders(path, "train").values():
             if files:
                 try:
                     with Image.open(files[0]) as im:
-                        return max(im.size)
-                except OSError as e:
+                        return max(im.size) if side == "max" else min(im.size)
+                except (OSError, Image.DecompressionBombError) as e:
                     raise OwnDataError(f"{files[0]}: not a readable PNG or JPEG image ({e})") from e
         raise OwnDataError(f"{os.path.join(path, 'train')}: no images in its class folders")
     shape = _npz_shape(path, "x_train")
     nhwc = len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3)
-    return int(max(shape[1:3] if nhwc else shape[-2:]))
+    sides = shape[1:3] if nhwc else shape[-2:]
+    return int(max(sides) if side == "max" else min(sides))
 
 
 def class_counts(path: str) -> tuple[np.ndarray, int]:
     """Training images per class (less the held-out test fraction where the data has no
     test set), and the number of extra unlabeled images."""
     if os.path.isdir(path):
-        counts = np.array([len(f) for f in class_folders(path, "train").values()])
-        has_test = os.path.isdir(os.path.join(path, "test"))
-        unlabeled = os.path.join(path, "unlabeled")
-        extra = len(image_files(unlabeled)) if os.path.isdir(unlabeled) else 0
+        parts = tree(path)
+        counts = np.array([len(f) for f in parts["train"].values()])
+        has_test = "test" in parts
+        extra = len(parts.get("unlabeled", {}).get("", []))
     else:
         with open_npz(path) as z:
             counts = np.bincount(z["y_train"].clip(0), minlength=len(inspect_classes(path)))
@@ -189,7 +282,8 @@ def fingerprint(path: str) -> str:
     h = hashlib.sha256()
     if os.path.isdir(path):
         for f in image_files(path):
-            h.update(f"{os.path.relpath(f, path)}\0{os.path.getsize(f)}\n".encode())
+            # fsencode: file names need not be UTF-8 (Linux names are bytes)
+            h.update(os.fsencode(os.path.relpath(f, path)) + f"\0{os.path.getsize(f)}\n".encode())
     else:
         size = os.path.getsize(path)
         h.update(str(size).encode())

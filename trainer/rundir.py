@@ -8,7 +8,9 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, Literal
+
+from trainer.lock import RUN_LOCK, Lock, acquire
 
 # The files of a run directory, named once: the trainer writes them, the study and the
 # analysis read them. A study keeps each trial's run directory in RUN_DIR of its folder.
@@ -21,6 +23,18 @@ BEST = "best.pt"  # the checkpoint of the best test accuracy (the authors' conve
 SUMMARY = "summary.json"  # the run's outcome, written at the end (and on divergence)
 PLACEMENT = "placement.json"  # a study trial's node, GPU and attempts (study/trainable.py)
 RUN_DIR = "run"
+TENSORBOARD_PREFIX = "events.out.tfevents."
+# What a run directory holding a run contains (any one of them is enough to tell).
+RUN_FILES = (CONFIG, SPLIT, METRICS, CHECKPOINT, PREVIOUS_CHECKPOINT, BEST, SUMMARY)
+
+# What train() does with a run directory that already holds a run: refuse (a fresh run, or
+# a resumed one continuing elsewhere), overwrite it (--overwrite), or continue it (a resumed
+# run in its own directory; a study trial's folder, which Tune owns).
+Existing = Literal["refuse", "overwrite", "continue"]
+
+
+class RunDirTaken(RuntimeError):
+    """A fresh run was pointed at a directory that holds another run."""
 
 
 class NotWritable(OSError):
@@ -34,10 +48,7 @@ def check_writable(folder: str, flag: str) -> None:
     leaves no empty run directory behind.
     """
     folder = os.path.abspath(folder)
-    made, parent = [], folder
-    while not os.path.lexists(parent):
-        made.append(parent)
-        parent = os.path.dirname(parent)
+    made = _missing(folder)
     try:
         os.makedirs(folder, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.")
@@ -56,6 +67,15 @@ def check_writable(folder: str, flag: str) -> None:
                 os.rmdir(path)
             except OSError:
                 pass
+
+
+def _missing(folder: str) -> list[str]:
+    """`folder` and those of its parents that do not exist yet, deepest first."""
+    missing, parent = [], folder
+    while not os.path.lexists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    return missing
 
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
@@ -100,3 +120,55 @@ def copy_file(src: str, dst: str) -> None:
             while chunk := s.read(1 << 20):
                 f.write(chunk)
     atomic_write(dst, write)
+
+
+def run_files(folder: str) -> list[str]:
+    """The files of a run (and its TensorBoard logs) that `folder` holds."""
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(n for n in names if n in RUN_FILES or n.startswith(TENSORBOARD_PREFIX))
+
+
+def describe_run(folder: str) -> str:
+    """A few words on the run a directory holds: method, dataset, seed, how far it got."""
+    words = "a run"
+    try:
+        with open(os.path.join(folder, CONFIG)) as f:
+            cfg = json.load(f)
+        words = f"a {cfg['method']} run on {cfg['dataset']} (seed {cfg['seed']}"
+        try:
+            with open(os.path.join(folder, SUMMARY)) as f:
+                status = json.load(f).get("status", "finished")
+            words += f", {status})"
+        except (OSError, ValueError):
+            with open(os.path.join(folder, METRICS)) as f:
+                rows = list(csv.DictReader(f))
+            words += f", step {rows[-1]['step'] if rows else 0} of {cfg['total_steps']})"
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        pass  # damaged or partial: "a run" is all that can be said
+    return words
+
+
+def claim(folder: str, existing: Existing = "refuse") -> Lock:
+    """Make `folder` this process's run directory: an exclusive lock naming its holder
+    (trainer/lock.py), then refuse, overwrite or continue the run already there."""
+    folder = os.path.abspath(folder)
+    created = _missing(folder)
+    os.makedirs(folder, exist_ok=True)
+    held = acquire(os.path.join(folder, RUN_LOCK), lambda holder: (
+        f"--save-path: {folder} is being written by another trainer "
+        f"({holder.describe() if holder else 'starting'}); wait for it to finish, or give "
+        "this run another --save-path"), tuple(created))
+    found = run_files(folder)
+    if found and existing == "refuse":
+        held.release()
+        raise RunDirTaken(
+            f"--save-path: {folder} already holds {describe_run(folder)}; pass --resume "
+            f"{folder} to continue it, another --save-path for a new run, or --overwrite "
+            "to replace it")
+    if found and existing == "overwrite":
+        for name in found:
+            os.unlink(os.path.join(folder, name))
+    return held

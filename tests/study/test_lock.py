@@ -14,6 +14,7 @@ import pytest
 from study import lock
 from study.lock import StudyLocked, claim
 from tests.study.helpers import trial_dirs
+from trainer import lock as trainer_lock
 
 
 def dead_pid() -> int:
@@ -84,7 +85,7 @@ def test_another_hosts_lock_is_stale_only_when_its_heartbeat_stopped(tmp_path):
 
 
 def test_the_holder_keeps_its_heartbeat(tmp_path, monkeypatch):
-    monkeypatch.setattr(lock, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(trainer_lock, "HEARTBEAT_SECONDS", 0.05)
     study = tmp_path / "s"
     held = claim(str(study), "s", resume=False)
     path = study / lock.LOCK_NAME

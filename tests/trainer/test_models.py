@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from trainer.models import MODELS, build_model
+from trainer.models import MIN_IMAGE_SIZE, MODELS, build_model
 
 
 @pytest.mark.parametrize("name,params_millions", [
@@ -42,3 +42,14 @@ def test_shake_shake_is_stochastic_in_training_and_deterministic_in_eval():
         assert not torch.allclose(model(x), model(x))  # a fresh random gate per forward
         model.eval()
         assert torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_each_network_takes_images_down_to_its_minimum_size_and_no_smaller(name):
+    model = build_model(name, in_channels=3, num_classes=10).eval()
+    side = MIN_IMAGE_SIZE[name]
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, side, side)).shape == (2, 10)
+        if side > 1:
+            with pytest.raises(RuntimeError):
+                model(torch.zeros(2, 3, side - 1, side - 1))
