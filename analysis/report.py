@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 
 import pandas as pd
 
@@ -156,6 +158,20 @@ def write_report(frame: pd.DataFrame, out: str) -> dict[str, str]:
     return made
 
 
+def write_into(frame: pd.DataFrame, out: str) -> dict[str, str]:
+    """write_report into a hidden folder inside `out`, then move each file into `out`: a
+    report that fails half-way changes nothing there."""
+    os.makedirs(out, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".report-", dir=out)
+    try:
+        made = write_report(frame, staging)
+        for name in os.listdir(staging):
+            os.replace(os.path.join(staging, name), os.path.join(out, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {k: v and os.path.join(out, os.path.basename(v)) for k, v in made.items()}
+
+
 def _sources(frame: pd.DataFrame) -> list[str]:
     lines = ["| source | mode | trials | completed | stopped early | failed | state |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -226,7 +242,13 @@ def main(argv: list[str] | None = None) -> int:
               "the warnings above); fix or remove those files, or give other paths",
               file=sys.stderr)
         return 2
-    made = write_report(frame, args.out)
+    try:
+        made = write_into(frame, args.out)
+    except (results.AnalysisError, results.CorruptFile, OSError, ValueError, KeyError,
+            TypeError) as e:
+        print(f"error: the report could not be made ({type(e).__name__}: {e}); nothing in "
+              f"{args.out} was changed", file=sys.stderr)
+        return 1
     paper = load_paper()
     repro = tables.reproduction_table(frame, paper)
     if frame["partial"].any():

@@ -129,10 +129,18 @@ def _history(run_dir: str) -> pd.DataFrame:
     missing = {"step", "test_accuracy"} - set(metrics.columns)
     if missing:
         raise CorruptFile(f"{path}: lacks the column(s) {sorted(missing)}")
-    bad = metrics[["step", "test_accuracy"]].apply(pd.to_numeric, errors="coerce").isna()
-    if bad.any(axis=None):
-        raise CorruptFile(f"{path}: non-numeric step or test_accuracy values")
-    return metrics
+    # The trainer writes whole rows of numbers, never NaN (a diverged step writes no row),
+    # with increasing steps: anything else was cut short or edited.
+    numbers = metrics.apply(pd.to_numeric, errors="coerce")
+    bad = numbers.isna().any(axis=1)
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise CorruptFile(f"{path}: row {i + 1} of {len(metrics)} is incomplete or not "
+                          "numeric (cut short or edited)")
+    steps = numbers["step"]
+    if len(steps) > 1 and not (steps.diff().iloc[1:] > 0).all():
+        raise CorruptFile(f"{path}: its steps do not increase (rows edited or repeated)")
+    return numbers
 
 
 def run_row(run_dir: str) -> dict[str, Any]:
@@ -153,6 +161,7 @@ def run_row(run_dir: str) -> dict[str, Any]:
     summary = _read_json(summary_path) if os.path.isfile(summary_path) else None
     if summary is not None and not isinstance(summary, dict):
         raise CorruptFile(f"{summary_path}: not a JSON object")
+    _check_agree(summary, history, summary_path)
     if len(history):
         acc = history["test_accuracy"]
         best_at = int(acc.idxmax())
@@ -180,6 +189,20 @@ def run_row(run_dir: str) -> dict[str, Any]:
         acc = row.get(f"{kind}_test_accuracy")
         row[f"{kind}_test_error"] = None if acc is None else 1.0 - acc
     return row
+
+
+def _check_agree(summary: dict | None, history: pd.DataFrame, summary_path: str) -> None:
+    """A finished run's summary.json names its last evaluation: metrics.csv must end there."""
+    if not summary or summary.get("status") != "completed":
+        return
+    last = history.iloc[-1] if len(history) else None
+    steps, final = summary.get("steps"), summary.get("final_test_accuracy")
+    if last is None or (steps is not None and steps != last["step"]) or (
+            isinstance(final, float) and abs(final - last["test_accuracy"]) > 1e-9):
+        ends = "holds no rows" if last is None else (
+            f"ends at step {int(last['step'])} with test accuracy {last['test_accuracy']:.4f}")
+        raise CorruptFile(f"{summary_path}: says {steps} steps, final test accuracy {final}, "
+                          f"but metrics.csv {ends} (a file cut short, replaced or edited)")
 
 
 def _trial_row(trial_dir: str, study: str, mode: str, scheduler: str,
@@ -210,7 +233,9 @@ def _trial_row(trial_dir: str, study: str, mode: str, scheduler: str,
     try:
         if is_run(run_dir):
             row = run_row(run_dir)
-        else:  # created, not started yet: Ray writes params.json when the trial starts
+        else:
+            _check_not_lost(run_dir, (ended or {}).get(trial_id))
+            # created, not started yet: Ray writes params.json when the trial starts
             row = {"run_dir": run_dir, "status": "pending", "steps": 0, "reason": "",
                    **{k: params.get(k) for k in CONFIG_COLUMNS}}
     except CorruptFile as e:
@@ -234,6 +259,18 @@ def _trial_row(trial_dir: str, study: str, mode: str, scheduler: str,
     return row
 
 
+def _check_not_lost(run_dir: str, verdict: str | None) -> None:
+    """A trial without a whole run directory is pending only if nothing says it ran: some
+    of the trainer's files there, or the driver's verdict, mean the rest went missing."""
+    present = rundir.run_files(run_dir)
+    if present:
+        lacking = [f for f in (rundir.CONFIG, rundir.METRICS) if f not in present]
+        raise CorruptFile(f"{run_dir}: lacks {', '.join(lacking)} (deleted, or never synced)")
+    if verdict in ("completed", "stopped_early"):
+        raise CorruptFile(f"{run_dir}: holds none of the trainer's files, though the study "
+                          f"recorded the trial as {verdict} (deleted, or never synced)")
+
+
 def _short(message: str, folder: str) -> str:
     """A CorruptFile message with the trial folder's prefix taken off its path."""
     return message.replace(folder + os.sep, "")
@@ -245,8 +282,8 @@ def load_study(path: str) -> pd.DataFrame:
     if not is_study(path):
         raise AnalysisError(f"{path}: not a study directory (no study.json); give the folder "
                             "that study/run.py printed as 'study directory'")
-    info = _read_json(os.path.join(path, "study.json"))
-    options = info.get("options", {})
+    info = study_info(path)
+    options = info["options"]
     summary_path = os.path.join(path, "study_summary.json")
     finished = os.path.isfile(summary_path)
     ended = None
@@ -330,14 +367,34 @@ def study_race(study_dir: str) -> dict[str, Any] | None:
     return race if isinstance(race, dict) and "decision" in race else None
 
 
+# The study.json formats this analysis reads (study/driver.py STUDY_FORMAT writes the newest;
+# a study from before the field existed is format 1).
+STUDY_FORMATS = (1,)
+
+
 def study_info(study_dir: str) -> dict[str, Any]:
-    """study.json of a study: its options, space and protocol."""
-    return _read_json(os.path.join(study_dir, "study.json"))
+    """study.json of a study: its options, space and protocol; AnalysisError for one that
+    is unreadable, or of a format this analysis does not know."""
+    path = os.path.join(study_dir, "study.json")
+    try:
+        info = _read_json(path)
+    except CorruptFile as e:
+        raise AnalysisError(f"{e}; the study cannot be read without it") from e
+    fmt = info.get("format", 1) if isinstance(info, dict) else None
+    if fmt not in STUDY_FORMATS:
+        raise AnalysisError(
+            f"{path}: a study of format {fmt!r}, which this analysis does not read (it reads "
+            f"format {', '.join(map(str, STUDY_FORMATS))}); report it with the version of "
+            "MetaSemi Study that ran it")
+    if not isinstance(info.get("options"), dict) or not isinstance(info.get("space"), dict):
+        raise AnalysisError(f"{path}: has no options and space of a study; it was not written "
+                            "by study/run.py")
+    return info
 
 
 def study_params(study_dir: str) -> list[dict[str, Any]]:
     """The searched parameters of a study (name, type, low, high, log, choices), from study.json."""
-    return _read_json(os.path.join(study_dir, "study.json")).get("space", {}).get("params", [])
+    return study_info(study_dir)["space"].get("params", [])
 
 
 def curves(frame: pd.DataFrame) -> pd.DataFrame:
@@ -346,7 +403,11 @@ def curves(frame: pd.DataFrame) -> pd.DataFrame:
     for _, row in frame.iterrows():
         if row["status"] in ("corrupt", "pending"):
             continue
-        history = _history(row["run_dir"])
+        try:
+            history = _history(row["run_dir"])
+        except CorruptFile as e:  # changed since the frame was read
+            warnings.warn(f"{e}; its curve is left out", stacklevel=2)
+            continue
         history.insert(0, "study", row["study"])
         history.insert(1, "trial_id", row["trial_id"])
         parts.append(history)

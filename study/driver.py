@@ -30,6 +30,9 @@ LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # depends on the test set.
 METRIC, MODE = "val_score", "max"
 SEARCHERS = ("tpe", "random")
+# The layout of study.json and the study's files, for their readers (analysis/results.py
+# refuses a format it does not know). 1: the first, also meant by a study.json without it.
+STUDY_FORMAT = 1
 
 
 class StudyError(ValueError):
@@ -527,8 +530,8 @@ def run_study(opts: StudyOptions, trial_function=None) -> dict[str, Any]:
         per_trial = resources(opts, space)
         if not opts.resume:
             storage.put_json(opts.path + "/study.json", {
-                "options": asdict(opts), "space": space.to_dict(), "resources": per_trial,
-                "protocol": protocol(opts, space), **data_record(space)})
+                "format": STUDY_FORMAT, "options": asdict(opts), "space": space.to_dict(),
+                "resources": per_trial, "protocol": protocol(opts, space), **data_record(space)})
         if not storage.is_uri(opts.storage_path):
             # Tune warns at every forced snapshot (num_to_keep makes them frequent); on a
             # local disk they cost nothing, so the warning is noise in the progress display.

@@ -1,5 +1,6 @@
 """`python analysis/report.py` and `python analysis/features.py` on real results."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -111,7 +112,11 @@ def test_a_running_study_and_a_corrupt_trial_are_reported_and_named(results, tmp
 
 @pytest.mark.parametrize("make,message", [
     (lambda p: (p / "x.txt").write_text("x"), "neither a study"),
-    (lambda p: (p / "study.json").write_text("{}"), "has no trials yet"),
+    (lambda p: (p / "study.json").write_text("{}"), "has no options and space of a study"),
+    (lambda p: (p / "study.json").write_text('{"format": 7, "options": {}, "space": {}}'),
+     "a study of format 7, which this analysis does not read (it reads format 1)"),
+    (lambda p: (p / "study.json").write_text('{"options": {}, "space": {}}'),
+     "has no trials yet"),
 ])
 def test_bad_input_exits_2_with_a_message(tmp_path, make, message):
     target = tmp_path / "target"
@@ -173,3 +178,62 @@ def test_an_unwritable_out_is_refused_before_any_result_is_read(tmp_path, capsys
     assert main([str(tmp_path / "missing"), "--out", str(blocker / "out")]) == 2
     err = capsys.readouterr().err
     assert f"error: --out: cannot write to {blocker / 'out'}" in err and "no such" not in err
+
+
+def test_damaged_or_missing_result_files_are_named_left_out_and_the_rest_reported(
+        results, tmp_path):
+    study = shutil.copytree(results["search"], tmp_path / "studies" / "digits")
+    cut, emptied, deleted = sorted(study.glob("run_trial_*"))[:3]
+    metrics = cut / "run" / "metrics.csv"
+    text = metrics.read_text()
+    metrics.write_text(text[:len(text) - len(text.splitlines()[-1]) // 2 - 1])  # last row cut
+    (emptied / "run" / "metrics.csv").unlink()
+    shutil.rmtree(deleted / "run")
+    out = tmp_path / "out"
+    done = script("report.py", study, "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    ids = [t.name.split("_")[2] for t in (cut, emptied, deleted)]
+    rows = len(text.splitlines()) - 1
+    assert (f"trial digits/{ids[0]} left out: unreadable run/metrics.csv: row {rows} of {rows} "
+            "is incomplete or not numeric (cut short or edited)") in done.stderr
+    assert f"trial digits/{ids[1]} left out: unreadable run: lacks metrics.csv" in done.stderr
+    assert (f"trial digits/{ids[2]} left out: unreadable run: holds none of the trainer's "
+            "files, though the study recorded the trial as completed") in done.stderr
+    trials = pd.read_csv(out / "trials.csv").set_index("trial_id")
+    assert (trials.loc[ids, "status"] == "corrupt").all()
+    assert (trials["status"] == "completed").sum() == len(trials) - 3
+    assert "| digits | search | 9 | 6 | 0 | 3 | finished |" in (out / "report.md").read_text()
+
+
+def test_a_summary_that_disagrees_with_its_metrics_is_not_trusted(fake_run):
+    from analysis import load_runs
+
+    run = fake_run("r")
+    (run / "summary.json").write_text(json.dumps(
+        {"status": "completed", "steps": 600, "final_test_accuracy": 0.95}))
+    row = load_runs([run]).iloc[0]
+    assert row["status"] == "corrupt"
+    assert ("says 600 steps, final test accuracy 0.95, but metrics.csv ends at step 600 with "
+            "test accuracy 0.9000") in row["reason"]
+
+
+def test_a_report_that_fails_half_way_leaves_out_as_it_was(results, tmp_path, monkeypatch,
+                                                            capsys):
+    from analysis import plots
+    from analysis.report import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.md").write_text("yesterday's report\n")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plots, "curves", disk_full)
+    assert main([str(results["search"]), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "error: the report could not be made (OSError: [Errno 28] No space left on " \
+        f"device); nothing in {out} was changed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["report.md"]
+    assert (out / "report.md").read_text() == "yesterday's report\n"
