@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
 import math
 import os
 import re
@@ -157,8 +159,13 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
             require_files(cfg.dataset, args.data_path)
         except DatasetMissing as e:
             raise StudyError(str(e)) from e
+    if args.resume and args.then_reproduce:  # the search's choice still that reproduced?
+        _check_source(args.storage_path, search_name, f"{search_name}-reproduce")
     if args.resume:
-        return _as_started(opts)
+        started = _as_started(opts)
+        if mode == "reproduce":
+            _check_source(args.storage_path, search_name, name)
+        return started
     # The study itself is claimed atomically (study/lock.py) just before it runs.
     for path in [opts.path] + ([storage.study_path(args.storage_path, f"{name}-reproduce")]
                                if args.then_reproduce else []):
@@ -166,7 +173,8 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
             refuse_existing(path, os.path.basename(path))
     if mode == "reproduce" and args.config == "best":
         opts = dataclasses.replace(opts, best_config=_best_config(args.storage_path,
-                                                                  search_name))
+                                                                  search_name),
+                                   source=_search_state(args.storage_path, search_name))
     if args.address:
         check_address(args.address)
     return opts
@@ -250,6 +258,32 @@ def _best_config(storage_path: str, search_name: str) -> dict:
     if not best:
         raise StudyError(f"--reproduce: the study {search_name!r} has no best configuration")
     return best
+
+
+def _search_state(storage_path: str, search_name: str) -> dict[str, str]:
+    """Which state of the search a reproduce study is made from: its summary's digest."""
+    path = storage.study_path(storage_path, search_name) + "/study_summary.json"
+    text = json.dumps(storage.get_json(path), sort_keys=True)
+    return {"study": search_name, "summary_sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def _check_source(storage_path: str, search_name: str, reproduce_name: str) -> None:
+    """Refuse to resume a reproduce study whose search has since chosen another
+    configuration: its finished trials reproduce the old choice."""
+    path = storage.study_path(storage_path, reproduce_name)
+    summary = storage.study_path(storage_path, search_name) + "/study_summary.json"
+    if not storage.exists(path + "/study.json") or not storage.exists(summary):
+        return  # not started, or the search is to finish first (then it is checked again)
+    made = storage.get_json(path + "/study.json")["options"]
+    if made.get("config_source") != "best":
+        return
+    now = storage.get_json(summary).get("best_config")
+    if now != made.get("best_config"):
+        raise StudyError(
+            f"--resume: the reproduce study {reproduce_name!r} was made from the search "
+            f"{search_name!r} when it chose {made.get('best_config')}; the search now chooses "
+            f"{now}, so its trials reproduce a choice that no longer stands. Move {path} "
+            "aside (or delete it) and run the command again to reproduce the new choice")
 
 
 def _default_name(args: argparse.Namespace) -> str:

@@ -79,6 +79,9 @@ class StudyOptions:
     verbose: int = 1
     # reproduce with --config best: the configuration the search study chose on validation
     best_config: dict[str, Any] | None = None
+    # ...and the search state it was taken from: the search study's name and a digest of its
+    # study_summary.json (a resumed reproduce study is refused if the choice changed since)
+    source: dict[str, str] | None = None
 
     @property
     def path(self) -> str:

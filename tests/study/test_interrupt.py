@@ -60,3 +60,17 @@ def test_a_pipeline_interrupted_at_each_stage_resumes_and_counts_every_trial_onc
                  if json.loads(Path(d, "params.json").read_text())["variant"] == "tuned")
     # (its warm-up the chosen one scaled from the full 600 steps to these runs' 40)
     assert {k: tuned[k] for k in chosen} == {**chosen, "warmup": round(chosen["warmup"] / 15)}
+    made = json.loads((reproduce / "study.json").read_text())["options"]
+    assert made["best_config"] == chosen and made["source"]["study"] == "p"
+
+    # The search's state changes under the finished reproduction (re-run, edited): resuming
+    # the pipeline is refused, naming both choices, before Ray starts.
+    summary_file = search / "study_summary.json"
+    changed = json.loads(summary_file.read_text())
+    changed["best_config"] = {**chosen, "lr": chosen["lr"] * 2}
+    summary_file.write_text(json.dumps(changed))
+    rc, out = study.run(*PIPELINE, "--resume")
+    assert rc == 2, out
+    assert "--resume: the reproduce study 'p-reproduce' was made from the search 'p' when it " \
+        "chose" in out and "so its trials reproduce a choice that no longer stands" in out
+    assert "Started a local Ray instance" not in out
