@@ -265,6 +265,7 @@ def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float],
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
+    from study.fatal import FatalWatch
     from study.trainable import run_trial
     from study.trust import SealCallback
 
@@ -274,6 +275,7 @@ def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float],
     if opts.resume:
         return tune.Tuner.restore(opts.path, trainable, resume_unfinished=True,
                                   resume_errored=True)
+    watch = FatalWatch(opts.path)  # restored with the study when it resumes
     search_alg = scheduler = None
     num_samples = 1
     if opts.mode == "search":
@@ -310,7 +312,7 @@ def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float],
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             sync_config=tune.SyncConfig(sync_artifacts=True),
-            callbacks=[] if storage.is_uri(opts.path) else [SealCallback(opts.path)],
+            callbacks=[watch, *([] if storage.is_uri(opts.path) else [SealCallback(opts.path)])],
             verbose=opts.verbose),
     )
 
@@ -529,6 +531,7 @@ def run_study(opts: StudyOptions, trial_function=None) -> dict[str, Any]:
     received = stop.enter_context(graceful_stop())
     try:
         connect(opts)
+        from study.fatal import STOPPED_FILE  # imports Ray: after connect() set it up
         reassert()  # after ray.init(), whose own SIGTERM handler would exit at once
         per_trial = resources(opts, space)
         if not opts.resume:
@@ -545,9 +548,16 @@ def run_study(opts: StudyOptions, trial_function=None) -> dict[str, Any]:
                 from study.trust import sealing_snapshots
 
                 stack.enter_context(sealing_snapshots(opts.path))
+            storage.remove(opts.path + "/" + STOPPED_FILE)  # the last stop's, fixed since
             tuner = build_tuner(opts, space, per_trial, trial_function)
             t0 = time.perf_counter()
             results = tuner.fit()
+        stopped = opts.path + "/" + STOPPED_FILE
+        if storage.exists(stopped):
+            why = storage.get_json(stopped)
+            raise StudyError(
+                f"trial {why['trial_id']} failed with an error that no retry can change, so "
+                f"the study stopped: {why['message']}. Fix that, then resume with --resume")
         if received:
             # Not finished: no summary (nothing reads the study as finished), and no
             # reconciling (its cut-off trials are to continue on --resume, not fail).

@@ -46,6 +46,17 @@ def put_json(path: str, data: Any) -> None:
         f.write((json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
+def remove(path: str) -> None:
+    """Delete a file if it is there."""
+    if not is_uri(path):
+        if os.path.lexists(path):
+            os.unlink(path)
+        return
+    if exists(path):
+        fs, rel = _fs(path)
+        fs.delete_file(rel)
+
+
 def get_json(path: str) -> Any:
     if not is_uri(path):
         with open(path) as f:

@@ -23,12 +23,15 @@ import pyarrow.fs
 import ray
 from ray import tune
 
+from study.fatal import TrialCannotRun
 from study.gpu_share import cap_cuda_memory
 from study.spaces import Schedule, scale_schedule
 from trainer import checkpoint, resolve, rundir, train
+from trainer.config import ConfigError
+from trainer.data import DatasetCorrupt, DatasetMissing
 from trainer.device import resolve_device
 from trainer.loop import RunHooks, TrainingDiverged
-from trainer.own_data import fingerprint
+from trainer.own_data import OwnDataError, fingerprint
 from trainer.rundir import RUN_DIR, write_json
 
 # "module:function", a function returning TrialHooks: how the reliability tests take part in
@@ -136,8 +139,21 @@ def trial_settings(config: dict[str, Any], base: dict[str, Any]) -> dict[str, An
     return scale_schedule({**base, **config}, full, steps)
 
 
+# Errors a retry cannot change: the trial raises TrialCannotRun, and the study stops with
+# its message (study/fatal.py) instead of failing every trial max_failures times.
+NOT_RETRYABLE = (ConfigError, DatasetMissing, DatasetCorrupt, OwnDataError, DataNotHere)
+
+
 def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     """Train one trial: `base` (study-wide trainer settings) overridden by `config` (sampled)."""
+    try:
+        _run_trial(config, base)
+    except NOT_RETRYABLE as e:
+        message = " ".join(str(e).split())  # one line: the study's message is this line
+        raise TrialCannotRun(f"node {socket.gethostname()}: {message}") from None
+
+
+def _run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     config, base = dict(config), dict(base)
     share = base.pop("gpu_share", None)  # the trial's GPU fraction, when its memory is capped
     cap = cap_cuda_memory(share) if share and resolve_device(base["device"]).type == "cuda" \

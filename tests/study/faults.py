@@ -13,6 +13,8 @@ variables are set. Nothing is patched: the trainer and the trainable call the ho
 - METASEMI_CORRUPT_ON_FAULT=1, with the crash above: the trial's latest checkpoint in the
   study's storage is truncated before the crash, so the retry must fall back to the one
   before it.
+- METASEMI_DATA_GONE=1: every trial fails as on a node without the dataset (the trainer's
+  DatasetMissing, once the data is loaded): an error that no retry can change.
 - METASEMI_PERMUTE_TEST_LABELS=1: every trial's test labels are permuted (a fixed
   permutation). Selection must not notice: the test that proves it is blind to the test set.
 """
@@ -30,7 +32,7 @@ from ray import tune
 
 from study.trainable import TRIAL_HOOKS_ENV, TrialHooks
 from trainer import checkpoint, rundir
-from trainer.data import DeviceData
+from trainer.data import DatasetMissing, DeviceData
 from trainer.loop import RunHooks
 from trainer.rundir import atomic_write
 
@@ -38,6 +40,7 @@ FAULT_DIR_ENV, FAULT_STEP_ENV = "METASEMI_FAULT_DIR", "METASEMI_FAULT_STEP"
 STALL_DIR_ENV, STALL_STEP_ENV = "METASEMI_STALL_DIR", "METASEMI_STALL_STEP"
 STALL_AFTER_ENV, CORRUPT_ENV = "METASEMI_STALL_AFTER", "METASEMI_CORRUPT_ON_FAULT"
 PERMUTE_TEST_ENV = "METASEMI_PERMUTE_TEST_LABELS"
+DATA_GONE_ENV = "METASEMI_DATA_GONE"
 
 
 class InjectedFault(RuntimeError):
@@ -54,9 +57,11 @@ def fault_env(**variables: str) -> dict[str, str]:
 
 def hooks() -> TrialHooks:
     """The hooks of the faults whose variables are set (called in each trial)."""
+    loaded = (permute_test_labels if os.environ.get(PERMUTE_TEST_ENV) == "1"
+              else data_gone if os.environ.get(DATA_GONE_ENV) == "1" else None)
     run = RunHooks(
         save_checkpoint=stalling_save if os.environ.get(STALL_DIR_ENV) else checkpoint.save,
-        loaded_data=permute_test_labels if os.environ.get(PERMUTE_TEST_ENV) == "1" else None)
+        loaded_data=loaded)
     return TrialHooks(run, crash_after_report if os.environ.get(FAULT_DIR_ENV) else None)
 
 
@@ -117,3 +122,9 @@ def permute_test_labels(data: DeviceData) -> DeviceData:
     labels = data.test_y.cpu().numpy()
     permuted = torch.from_numpy(np.random.default_rng(0).permutation(labels))
     return dataclasses.replace(data, test_y=permuted.to(data.test_y.device))
+
+
+def data_gone(data: DeviceData) -> DeviceData:
+    """Fail as the trainer does where the dataset's files are missing."""
+    raise DatasetMissing("cifar10: missing data_batch_1 in /data/cifar-10-batches-py. Pass "
+                         "--download to fetch it, or --data-path to the folder that holds it.")
