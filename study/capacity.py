@@ -105,6 +105,16 @@ def find_autoscaling_config(gcs_address: str, proc: str = "/proc") -> str | None
     return found.get(True, found.get(False))
 
 
+def local_capacity(num_cpus: int | None = None, num_gpus: float | None = None) -> Capacity:
+    """What a local Ray instance will have: the given counts, else this machine's CPUs and
+    the GPUs torch sees (CUDA_VISIBLE_DEVICES respected), known before Ray starts."""
+    if num_gpus is None:
+        import torch
+
+        num_gpus = torch.cuda.device_count()
+    return Capacity([{"CPU": float(num_cpus or os.cpu_count() or 1), "GPU": float(num_gpus)}])
+
+
 def read_capacity() -> Capacity:
     """The connected cluster's capacity: nodes alive plus, where this machine runs its
     autoscaler, the node types the autoscaler may add."""

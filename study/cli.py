@@ -10,15 +10,18 @@ import math
 import os
 import re
 import shlex
+import shutil
 import sys
 
 from study import storage
+from study.capacity import local_capacity
 from study.driver import (
     LOCAL_ONLY_ENV,
     SEARCHERS,
     StudyError,
     StudyOptions,
     check_address,
+    plan_resources,
     run_study,
     variants,
 )
@@ -159,6 +162,8 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
             require_files(cfg.dataset, args.data_path)
         except DatasetMissing as e:
             raise StudyError(str(e)) from e
+    if not args.address:  # and this machine's CPUs and GPUs, before Ray counts them
+        plan_resources(opts, space, local_capacity(args.num_cpus, args.num_gpus))
     if args.resume and args.then_reproduce:  # the search's choice still that reproduced?
         _check_source(args.storage_path, search_name, f"{search_name}-reproduce")
     if args.resume:
@@ -206,6 +211,12 @@ def _check_numbers(args: argparse.Namespace) -> None:
         if value is not None and not math.isfinite(value):
             raise StudyError(f"--{name.replace('_', '-')}: must be a finite number, got {value}")
     positive("gpus_per_trial", args.gpus_per_trial, allow_zero=True)
+    for name in ("gpus_per_trial", "cpus_per_trial", "num_gpus"):
+        value = getattr(args, name)
+        if value and abs(value * 1e4 - round(value * 1e4)) > 1e-6:
+            raise StudyError(f"--{name.replace('_', '-')}: {value:g}: Ray counts resources in "
+                             "steps of 0.0001; give a multiple of it, e.g. 0.25 for four "
+                             "trials on one GPU")
     if args.cpus_per_trial is not None and not args.cpus_per_trial > 0:
         raise StudyError(f"--cpus-per-trial: must be > 0 (a trial needs a CPU to run on), got "
                          f"{args.cpus_per_trial}")
@@ -347,10 +358,23 @@ def _claim_and_run(opts: StudyOptions) -> dict:
     except StudyInterrupted as e:
         e.study = opts.name
         raise
+    except BaseException:
+        if not opts.resume:  # a new study that failed before its first trial: no remains
+            _remove_if_unstarted(opts.path)
+        raise
     finally:
         lock.release()
     _print_summary(summary)
     return summary
+
+
+def _remove_if_unstarted(path: str) -> None:
+    """Delete a study directory (local) that holds no trial folder: nothing of value, and
+    left in place it would block the next attempt as "already exists"."""
+    if storage.is_uri(path) or not os.path.isdir(path):
+        return
+    if not any("_trial_" in name for name in os.listdir(path)):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _print_summary(summary: dict) -> None:

@@ -164,3 +164,40 @@ def test_a_study_on_data_already_there_is_not_refused(tmp_path):
                                       str(tmp_path / "data"), "--storage-path",
                                       str(tmp_path / "studies")])
     assert options_from_args(args).space.endswith("cifar100.toml")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--gpus-per-trial", "1e-9", "--num-gpus", "1"],
+     "--gpus-per-trial: 1e-09: Ray counts resources in steps of 0.0001"),
+    (["--gpus-per-trial", "1", "--num-gpus", "0"],
+     "--gpus-per-trial: 1.0 GPUs per trial, but no node of this cluster has more than 0"),
+    (["--cpus-per-trial", "3", "--num-cpus", "2"],
+     "--cpus-per-trial: 3.0 CPUs per trial, but no node has more than 2"),
+])
+def test_resources_this_machine_cannot_give_are_refused_before_ray_starts(tmp_path, capfd,
+                                                                         argv, message):
+    from study.cli import main
+
+    studies = tmp_path / "studies"
+    assert main(["--space", "digits", "--storage-path", str(studies), *argv]) == 2
+    out, err = capfd.readouterr()
+    assert message in err
+    assert "Ray instance" not in out + err and not (studies / "digits").exists()
+
+
+@pytest.mark.ray
+def test_a_new_study_that_fails_before_its_first_trial_leaves_nothing_behind(tmp_path):
+    import dataclasses
+    import os
+
+    from study.cli import _claim_and_run, build_parser, options_from_args
+
+    opts = options_from_args(build_parser().parse_args(
+        ["--space", "digits", "--storage-path", str(tmp_path / "studies"), "--num-gpus", "1",
+         "--gpus-per-trial", "0.5", "--num-samples", "1", "--race-finalists", "0",
+         "--verbose", "0"]))
+    # Past every check, a share Ray refuses inside Tune (as --gpus-per-trial 1e-9 did before
+    # it was checked): Tune fails after writing the study's files, before any trial folder.
+    with pytest.raises(ValueError):
+        _claim_and_run(dataclasses.replace(opts, gpus_per_trial=1e-9))
+    assert not os.path.exists(opts.path)  # nothing blocks a rerun as "already exists"
