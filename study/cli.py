@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import hashlib
 import json
 import math
@@ -326,7 +327,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # before any study started
         print("interrupted (SIGINT) before any study started", file=sys.stderr)
         return 130
-    except (StudyError, StudyLocked, SpaceError, DatasetCorrupt, OSError) as e:
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            print(f"error: the disk is full ({e.strerror}: {e.filename or args.storage_path}); "
+                  "what the study wrote before is intact: free some room, then resume with: "
+                  f"{resume_command(argv)}", file=sys.stderr)
+            return 1
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (StudyError, StudyLocked, SpaceError, DatasetCorrupt) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0 if summary["num_errored"] == 0 else 1

@@ -22,7 +22,7 @@ from trainer.loop import TrainingDiverged, train
 from trainer.methods import METHODS, with_mixup
 from trainer.models import ALIASES, MODELS
 from trainer.own_data import dataset_name, is_dataset_path
-from trainer.rundir import NotWritable, RunDirTaken, check_writable
+from trainer.rundir import DiskFull, NotWritable, RunDirTaken, check_writable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except TrainingDiverged as e:
         print(f"error: training diverged: {e}", file=sys.stderr)
+        return 1
+    except DiskFull as e:
+        print(f"error: {e.strerror} {cfg.save_path}", file=sys.stderr)
         return 1
     val = (f"final validation accuracy {summary['final_val_accuracy']:.4f}, "
            if "final_val_accuracy" in summary else "")

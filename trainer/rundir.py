@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from typing import IO, Any, Literal
@@ -59,6 +61,11 @@ def check_writable(folder: str, flag: str) -> None:
             os.close(fd)
             os.unlink(probe)
     except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            there = folder if os.path.isdir(folder) else os.path.dirname(made[-1])
+            raise NotWritable(f"{flag}: the disk of {folder} is full "
+                              f"({_mib(shutil.disk_usage(there).free)} free); free some room, "
+                              "or choose a folder on another disk") from e
         raise NotWritable(f"{flag}: cannot write to {folder} ({e}); choose a writable "
                           "folder") from e
     finally:
@@ -78,6 +85,15 @@ def _missing(folder: str) -> list[str]:
     return missing
 
 
+class DiskFull(OSError):
+    """The disk filled while a file was written; the message names it, the room needed and
+    how to continue. The file it would have replaced is intact."""
+
+
+def _mib(nbytes: float) -> str:
+    return f"{nbytes / 2**20:.1f} MiB"
+
+
 def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
     """Write through `write(file)` into a temporary file beside `path`, then rename it over.
 
@@ -92,10 +108,30 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            _discard(tmp)
+            raise
+        written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
+        _discard(tmp)
+        # At least what was written, and the size of the version it replaces (a checkpoint
+        # is about as large as the one before it), with room for the next one beside it.
+        previous = max((os.path.getsize(p) for p in (path, os.path.join(
+            folder, PREVIOUS_CHECKPOINT)) if os.path.isfile(p)), default=0)
+        need = 2 * max(written, previous)
+        raise DiskFull(e.errno, (
+            f"the disk of {folder} is full: writing {os.path.basename(path)} stopped after "
+            f"{_mib(written)}, {_mib(shutil.disk_usage(folder).free)} is free, and about "
+            f"{_mib(need)} more is needed. What was written before is intact: free the room, "
+            "then continue with --resume")) from e
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: str) -> None:
+    if os.path.exists(tmp):
+        os.unlink(tmp)
 
 
 def write_json(path: str, data: Any) -> None:

@@ -4,13 +4,15 @@ A's run in B, leaving A as it was."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import warnings
 
 import pytest
 
-from trainer import rundir
+from trainer import checkpoint, rundir
 from trainer.cli import main
 from trainer.lock import RUN_LOCK, Locked, read_holder
 
@@ -107,3 +109,40 @@ def test_a_live_holder_is_named_and_a_stale_lock_is_taken_over(tmp_path):
     held = rundir.claim(str(run))
     assert read_holder(str(run / RUN_LOCK)).pid == os.getpid()
     held.release()
+
+
+def test_a_disk_that_fills_during_a_run_is_named_and_resume_continues(tmp_path, capsys):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                      capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs privileges this machine does not give")
+    try:
+        run = disk / "run"
+        assert main([*TINY, "--save-path", str(run)]) == 0
+        with open(disk / "filler", "wb", buffering=0) as f:  # the disk fills up
+            with pytest.raises(OSError):
+                while True:
+                    f.write(b"\0" * 4096)
+        capsys.readouterr()
+        assert main(["--resume", str(run), "--total-steps", "40", "--quiet"]) == 2
+        assert f"--save-path: the disk of {run} is full (0.0 MiB free); free some room" in \
+            capsys.readouterr().err  # refused before any work
+        os.truncate(disk / "filler", os.path.getsize(disk / "filler") - (256 << 10))
+        # Room for the small files, not for the next checkpoint: it fills during the run.
+        assert main(["--resume", str(run), "--total-steps", "40", "--quiet"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: the disk of {run} is full: writing "), err
+        assert re.search(r"stopped after [\d.]+ MiB, [\d.]+ MiB is free, and about [\d.]+ MiB "
+                         r"more is needed\. What was written before is intact: free the room, "
+                         rf"then continue with --resume {run}$", err), err
+        # The last checkpoint written is whole (maybe set aside as the previous one).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", checkpoint.CheckpointFallbackWarning)
+            assert checkpoint.load_latest(str(run))[0]["step"] in (20, 30, 40), err
+        os.unlink(disk / "filler")
+        assert main(["--resume", str(run), "--total-steps", "40", "--quiet"]) == 0
+        rows = (run / rundir.METRICS).read_text().splitlines()
+        assert [r.split(",")[0] for r in rows[1:]] == ["10", "20", "30", "40"]
+    finally:
+        subprocess.run(["umount", str(disk)])
