@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import tomllib
 from collections.abc import Callable
@@ -84,8 +85,12 @@ def scale_schedule(settings: dict[str, Any], full: Schedule, steps: int) -> dict
     for m in parse_milestones(settings.get("milestones", full.milestones)):
         # strictly increasing, as the trainer requires, even where rounding meets
         milestones.append(max(round(m * factor), milestones[-1] + 1 if milestones else 1))
-    return {**settings, "warmup": round(settings.get("warmup", full.warmup) * factor),
-            "milestones": milestones}
+    warmup = settings.get("warmup", full.warmup)
+    # Whole numbers only: any other value (a string, a float, a list) goes on unscaled, for
+    # the trainer to refuse naming it, as at full length.
+    if isinstance(warmup, numbers.Integral) and not isinstance(warmup, bool):
+        warmup = round(warmup * factor)
+    return {**settings, "warmup": warmup, "milestones": milestones}
 
 
 @dataclass(frozen=True)
@@ -248,7 +253,7 @@ def _fixed(dataset: str, fixed: dict[str, Any], fail: Fail) -> dict[str, Any]:
     if own and "num_val" not in fixed:  # your data: its val/, or 10 images per class
         fixed["num_val"] = _own_num_val(dataset, fail)
     num_val = fixed.get("num_val")
-    if own and num_val == 0 and has_own_val(dataset):
+    if own and num_val == 0 and _has_own_val(dataset, fail):
         pass  # the data's own validation set (val/ or x_val)
     elif isinstance(num_val, bool) or not isinstance(num_val, int) or num_val <= 0:
         fail("fixed.num_val", f"must be a positive integer, got {num_val!r}: a study selects "
@@ -329,6 +334,15 @@ def _check_trainer(space: Space, path: str) -> None:
                        if field in space.defaults() else field)
             rejects = "this space" if value is None else value
             raise SpaceError(f"{path}: {key}: the trainer rejects {rejects}: {e}") from e
+
+
+def _has_own_val(dataset: str, fail) -> bool:
+    """The data carries its validation set; a missing or unreadable file named as the
+    space's dataset."""
+    try:
+        return has_own_val(dataset)
+    except OwnDataError as e:  # a missing or unreadable file
+        fail("dataset", str(e))
 
 
 def _own_num_val(dataset: str, fail) -> int:

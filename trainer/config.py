@@ -192,9 +192,11 @@ def resolve(overrides: dict[str, Any] | None = None) -> Config:
                 raise ConfigError(f"dataset: {e}") from e
     merged = {**preset, **given}
     from trainer.models import ALIASES
-    merged["architecture"] = ALIASES.get(merged.get("architecture"), merged.get("architecture"))
-    if merged["architecture"] is None:
-        del merged["architecture"]
+    architecture = merged.get("architecture")
+    if isinstance(architecture, str):  # any other value (a list, a table): validate names it
+        merged["architecture"] = ALIASES.get(architecture, architecture)
+    elif architecture is None:
+        merged.pop("architecture", None)
     if "milestones" in merged:
         merged["milestones"] = parse_milestones(merged["milestones"])
     return validate(Config(**merged))
@@ -209,12 +211,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"{name}: {msg}")
 
     num_classes = dataset_classes(cfg.dataset)
-    if cfg.architecture not in MODELS:
+    if not isinstance(cfg.architecture, str) or cfg.architecture not in MODELS:
         fail("architecture",
              f"unknown architecture {cfg.architecture!r}; choose one of {sorted(MODELS)}")
     from trainer.methods import METHODS
 
-    if cfg.method not in METHODS:
+    if not isinstance(cfg.method, str) or cfg.method not in METHODS:
         fail("method", f"unknown method {cfg.method!r}; choose one of {list(METHODS)}")
     if cfg.meta_grad not in META_GRADS:
         fail("meta_grad", f"unknown meta-gradient {cfg.meta_grad!r}; choose one of "

@@ -45,6 +45,7 @@ from trainer.own_survey import (
     fingerprint,
     has_own_val,
     host_available,
+    image_errors,
     inspect_classes,
     is_dataset_path,
     open_npz,
@@ -94,7 +95,7 @@ class _Images:
         self.first: tuple[str, tuple[int, int]] | None = None  # a file and its size
 
     def read(self, files: list[str]) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         arrays = []
         for f in files:
@@ -120,8 +121,7 @@ class _Images:
                             f"images of different sizes: {g} is {w}x{h}, {f} is {w2}x{h2}; "
                             "pass --image-size S to resize every image to SxS once, at load")
                     a = np.asarray(im, dtype=np.uint8)
-            except (OSError, UnidentifiedImageError, SyntaxError, ValueError,
-                    Image.DecompressionBombError) as e:
+            except image_errors() as e:  # UnidentifiedImageError is an OSError
                 if isinstance(e, OwnDataError):
                     raise
                 raise OwnDataError(f"{f}: not a readable PNG or JPEG image ({e}); remove or "
@@ -200,6 +200,7 @@ def _as_nchw(x: np.ndarray, key: str, path: str) -> np.ndarray:
     if x.dtype != np.uint8:
         raise OwnDataError(f"{path}: {key} has dtype {x.dtype}; give uint8 images (0..255), "
                            "e.g. (x * 255).round().astype(np.uint8)")
+    stored = x.shape
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
@@ -207,6 +208,10 @@ def _as_nchw(x: np.ndarray, key: str, path: str) -> np.ndarray:
     elif not (x.ndim == 4 and x.shape[1] in (1, 3)):
         raise OwnDataError(f"{path}: {key} has shape {x.shape}; give images as N,H,W,C or "
                            "N,C,H,W with 1 or 3 channels, or N,H,W for greyscale")
+    if len(x) and not x.shape[-1] * x.shape[-2]:
+        raise OwnDataError(f"{path}: {key} has shape {stored}: its images are "
+                           f"{x.shape[-1]}x{x.shape[-2]}, no pixels at all; save the images "
+                           "themselves, as N,H,W,C, N,C,H,W or N,H,W")
     if x.shape[-1] * x.shape[-2] > MAX_PIXELS:
         raise OwnDataError(f"{path}: {key} images are {x.shape[-1]}x{x.shape[-2]}, more than "
                            f"the {MAX_PIXELS:,} pixels one image may have; store them smaller")

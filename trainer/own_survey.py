@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+import zlib
 
 import numpy as np
 import torch
@@ -52,6 +53,14 @@ def image_files(folder: str) -> list[str]:
         found += [os.path.join(root, f) for f in sorted(files)
                   if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith(".")]
     return found
+
+
+def image_errors() -> tuple[type[Exception], ...]:
+    """What PIL raises for a damaged image file: OSError (unidentified or truncated data),
+    SyntaxError, ValueError and IndexError (a malformed or short chunk), a decompression bomb."""
+    from PIL import Image
+
+    return OSError, SyntaxError, ValueError, IndexError, Image.DecompressionBombError
 
 
 def _class_folders(root: str, part: str) -> dict[str, list[str]]:
@@ -105,11 +114,22 @@ def tree(root: str) -> dict[str, dict[str, list[str]]]:
     return out
 
 
+# What reading a damaged .npz raises: numpy's ValueError, a short file's EOFError, zipfile's
+# and zlib's errors (a member marked encrypted is a RuntimeError, an unknown compression
+# method a NotImplementedError).
+DAMAGED_NPZ = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError,
+               NotImplementedError)
+
+
 def open_npz(path: str):
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        z = np.load(path, allow_pickle=False)
+    except DAMAGED_NPZ as e:
         raise OwnDataError(f"{path}: not a readable .npz file ({e})") from e
+    if isinstance(z, np.ndarray):
+        raise OwnDataError(f"{path}: one array (an .npy file), not an .npz archive of named "
+                           "arrays; save them with np.savez(path, x_train=..., y_train=...)")
+    return z
 
 
 def inspect_classes(path: str) -> list[str]:
@@ -141,6 +161,12 @@ def inspect_classes(path: str) -> list[str]:
     if names is not None and names.ndim != 1:
         raise OwnDataError(f"{path}: classes must be a 1-D array of names, got shape "
                            f"{names.shape}")
+    if names is None and int(y.max()) >= y.size:  # classes 0..max: one has no image
+        present = np.unique(y[y >= 0])  # before naming them all: y.max() may be 2**62
+        gaps = np.flatnonzero(present != np.arange(len(present)))
+        raise OwnDataError(f"{path}: class '{gaps[0] if len(gaps) else len(present)}' has no "
+                           f"image in y_train (its largest label is {int(y.max())}, for "
+                           f"{y.size} images); number the classes 0, 1, ... without gaps")
     classes = ([str(c) for c in names] if names is not None
                else [str(c) for c in range(max(int(y.max()) + 1, 0))])
     check_classes(classes, f"{path}: classes")
@@ -172,7 +198,11 @@ def read_array(z, key: str, path: str) -> np.ndarray:
     """One array of an open .npz; an array of Python objects is refused, never unpickled."""
     try:
         return z[key]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    except MemoryError as e:  # the header declares more than memory holds
+        raise OwnDataError(f"{path}: {key} does not fit in memory ({e}); if the array is "
+                           "really that large store the images smaller, else the file is "
+                           "damaged: write it again") from e
+    except DAMAGED_NPZ as e:
         if "allow_pickle" in str(e) or "Object arrays" in str(e):
             raise OwnDataError(
                 f"{path}: {key} is an array of Python objects (dtype object), which is never "
@@ -190,8 +220,23 @@ def _npz_shape(path: str, key: str) -> tuple[int, ...]:
             header = (fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0)
                       else fmt.read_array_header_2_0)
             return header(f)[0]
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+    except (KeyError, *DAMAGED_NPZ) as e:
         raise OwnDataError(f"{path}: cannot read the shape of {key} ({e})") from e
+
+
+def _images_shape(path: str, key: str) -> tuple[int, ...]:
+    """The shape of the images `key` from its header: 3 or 4 axes and images of at most
+    MAX_PIXELS, as loading requires, else refused."""
+    shape = _npz_shape(path, key)
+    if len(shape) not in (3, 4):
+        raise OwnDataError(f"{path}: {key} has shape {shape}; give images as N,H,W,C or "
+                           "N,C,H,W with 1 or 3 channels, or N,H,W for greyscale")
+    nhwc = len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3)
+    h, w = shape[1:3] if nhwc else shape[-2:]
+    if h * w > MAX_PIXELS:
+        raise OwnDataError(f"{path}: {key} images are {w}x{h}, more than the {MAX_PIXELS:,} "
+                           "pixels one image may have; store them smaller")
+    return shape
 
 
 def stored_size(path: str, side: str = "max") -> int:
@@ -205,10 +250,11 @@ def stored_size(path: str, side: str = "max") -> int:
                 try:
                     with Image.open(files[0]) as im:
                         return max(im.size) if side == "max" else min(im.size)
-                except (OSError, Image.DecompressionBombError) as e:
-                    raise OwnDataError(f"{files[0]}: not a readable PNG or JPEG image ({e})") from e
+                except image_errors() as e:
+                    raise OwnDataError(f"{files[0]}: not a readable PNG or JPEG image ({e}); "
+                                       "remove or replace it") from e
         raise OwnDataError(f"{os.path.join(path, 'train')}: no images in its class folders")
-    shape = _npz_shape(path, "x_train")
+    shape = _images_shape(path, "x_train")
     nhwc = len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3)
     sides = shape[1:3] if nhwc else shape[-2:]
     return int(max(sides) if side == "max" else min(sides))
@@ -217,6 +263,7 @@ def stored_size(path: str, side: str = "max") -> int:
 def class_counts(path: str) -> tuple[np.ndarray, int]:
     """Training images per class (less the held-out test fraction where the data has no
     test set), and the number of extra unlabeled images."""
+    classes = inspect_classes(path)  # a missing train/ or y_train, or bad labels, named first
     if os.path.isdir(path):
         parts = tree(path)
         counts = np.array([len(f) for f in parts["train"].values()])
@@ -224,9 +271,9 @@ def class_counts(path: str) -> tuple[np.ndarray, int]:
         extra = len(parts.get("unlabeled", {}).get("", []))
     else:
         with open_npz(path) as z:
-            counts = np.bincount(z["y_train"].clip(0), minlength=len(inspect_classes(path)))
+            counts = np.bincount(read_array(z, "y_train", path), minlength=len(classes))
             has_test = "x_test" in z.files
-        extra = _npz_shape(path, "x_unlabeled")[0] if has_key(path, "x_unlabeled") else 0
+        extra = _images_shape(path, "x_unlabeled")[0] if has_key(path, "x_unlabeled") else 0
     if not has_test:
         counts = counts - np.round(TEST_FRACTION * counts).astype(int)
     return counts, extra
@@ -248,15 +295,23 @@ def has_key(path: str, key: str) -> bool:
 ARCHITECTURE_BY_SIZE = ((16, "digitscnn"), (63, "wrn28-2"), (1 << 30, "resnet18"))
 
 
+def _given_count(given: dict, key: str) -> int | None:
+    """The positive whole number given for `key`, else None: a value of another type or
+    sign leaves the default as it is, and validation refuses it, naming the setting."""
+    value = given.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 \
+        else None
+
+
 def own_preset(path: str, given: dict) -> dict:
     """Defaults for data of your own, from its size (every one overridable; the trainer
     prints the resolved config at start)."""
     inspect_classes(path)  # a missing path or train/ is named before anything else
-    size = given.get("image_size") or stored_size(path)
+    size = _given_count(given, "image_size") or stored_size(path)
     counts, extra = class_counts(path)
     classes = len(counts)
     per_class = int(counts.min())
-    num_val = given.get("num_val") or 0
+    num_val = _given_count(given, "num_val") or 0
     # With unlabeled/ images: every labeled image the smallest class allows, less the
     # validation images drawn beside them. Without: a tenth of each class, the rest of
     # train/ serving as the unlabeled images.
@@ -264,12 +319,14 @@ def own_preset(path: str, given: dict) -> dict:
     if not extra:
         labeled = min(labeled, max(1, per_class // 10))
     pool = int(counts.sum()) + extra
-    batch = given.get("batch_size") or (64 if pool < 10_000 else 128)
+    batch = _given_count(given, "batch_size") or (64 if pool < 10_000 else 128)
     # About 50 passes over the training images, in whole hundreds of steps; the schedule
     # follows a total given on the command line.
-    total = given.get("total_steps") or int(min(400_000, max(500, round(50 * pool / batch, -2))))
+    fifty_passes = int(min(400_000, max(500, round(50 * pool / batch, -2))))
+    total = _given_count(given, "total_steps") or fifty_passes
     test_freq = max(min(50, total), int(round(total / 20, -1)))
-    return {"architecture": next(a for s, a in ARCHITECTURE_BY_SIZE if size <= s),
+    return {"architecture": next((a for s, a in ARCHITECTURE_BY_SIZE if size <= s),
+                                 ARCHITECTURE_BY_SIZE[-1][1]),
             "num_label": max(1, labeled) * classes, "batch_size": batch, "total_steps": total,
             "warmup": total // 6, "milestones": (int(total * 0.75),), "test_freq": test_freq,
             "log_freq": max(10, test_freq // 2), "weight_decay": 5e-4}
@@ -312,7 +369,7 @@ def estimate_bytes(path: str, image_size: int | None = None) -> int:
     total = 0
     for key in ("x_train", "x_unlabeled", "x_val", "x_test"):
         if has_key(path, key):
-            shape = _npz_shape(path, key)
+            shape = _images_shape(path, key)
             nhwc = len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3)
             channels = 1 if len(shape) == 3 else shape[-1] if nhwc else shape[1]
             total += shape[0] * channels * side * side
