@@ -326,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         check_writable(args.out, "--out")
         # The study's options, checked as study/run.py checks them, before any Ray starts.
         probe = study_args(extra, "rehearsal-check", os.path.join(args.out, "studies"), None)
+        # (resources are the fake cluster's, checked by the driver once it has joined it)
+        probe += ["--num-cpus", "1024", "--num-gpus", "1024"]
         options_from_args(build_parser().parse_args(probe))
         record = rehearse(args.cluster_yaml, args.out, extra, args.idle_timeout_minutes,
                           args.lose_worker, args.timeout)

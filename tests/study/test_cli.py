@@ -130,6 +130,7 @@ def test_the_documented_command_runs_as_a_script_from_anywhere(tmp_path):
     assert "--space" in done.stdout and "--reproduce" in done.stdout
 
 
+@pytest.mark.slow  # subprocesses that train or start Python twice
 @pytest.mark.parametrize("space,files", [("cifar100", "train, test"),
                                          ("svhn", "train_32x32.mat, test_32x32.mat")])
 def test_the_briefs_command_without_its_dataset_is_refused_at_once_and_can_be_rerun(

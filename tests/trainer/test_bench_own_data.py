@@ -5,7 +5,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow  # trains
 def test_a_set_is_written_once_loaded_placed_and_trained(tmp_path):
     def run() -> dict:
         done = subprocess.run(

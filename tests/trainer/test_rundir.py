@@ -23,6 +23,7 @@ def files_of(run):
     return sorted(p.name for p in run.iterdir())
 
 
+@pytest.mark.slow  # subprocesses that train or start Python twice
 def test_two_trainers_started_on_one_run_directory_exactly_one_proceeds(tmp_path):
     run = tmp_path / "r4"
     argv = [sys.executable, "-m", "trainer", "--total-steps", "60", "--test-freq", "20",
