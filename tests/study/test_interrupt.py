@@ -20,25 +20,35 @@ PIPELINE = ("--space", "digits", "--name", "p", "--num-samples", "4", "--schedul
 def test_a_pipeline_interrupted_at_each_stage_resumes_and_counts_every_trial_once(study):
     search, reproduce = study.storage / "p", study.storage / "p-reproduce"
 
-    # Ctrl-C (SIGINT to the driver) while the search has its second trial
+    # SIGTERM (as a scheduler or `kill` sends) once the search has its first trial
     proc = study.start(*PIPELINE)
+    wait_for(lambda: len(trial_dirs(search)) >= 1, proc, "the first search trial")
+    os.kill(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 143, out
+    assert "interrupted (SIGTERM): the study 'p' did not finish" in out
+    assert not (search / "study_summary.json").exists()  # nothing reads it as finished
+    assert not reproduce.exists()  # the next stage never started
+
+    # resumed; Ctrl-C (SIGINT to the driver) while the search has its second trial
+    proc = study.start(*PIPELINE, "--resume")
     wait_for(lambda: len(trial_dirs(search)) >= 2, proc, "the second search trial")
     os.kill(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, out
-    assert "interrupted (SIGINT): the study 'p' did not finish" in out
+    assert "interrupted (SIGINT): the study 'p' did not finish, and nothing after it ran" in out
     assert "resume with: python study/run.py " in out and out.rstrip().endswith("--resume")
-    assert not (search / "study_summary.json").exists()  # nothing reads it as finished
-    assert not reproduce.exists()  # the next stage never started
+    assert not (search / "study_summary.json").exists()
+    assert not reproduce.exists()
 
-    # resumed; SIGTERM (as a scheduler or `kill` sends) once the reproduction runs
+    # resumed; Ctrl-C again once the reproduction runs
     proc = study.start(*PIPELINE, "--resume")
     wait_for(lambda: any(Path(d, "run", "placement.json").exists()
                          for d in trial_dirs(reproduce)), proc, "a reproduce trial")
-    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 143, out
-    assert "interrupted (SIGTERM): the study 'p-reproduce' did not finish" in out
+    assert proc.returncode == 130, out
+    assert "interrupted (SIGINT): the study 'p-reproduce' did not finish" in out
     assert (search / "study_summary.json").exists()
     assert not (reproduce / "study_summary.json").exists()
 

@@ -1,5 +1,6 @@
 """One driver per study: claimed atomically before Ray starts, refused naming the holder,
-stale locks of killed drivers taken over by --resume."""
+stale locks of killed drivers taken over by --resume (a killed driver's own lock:
+tests/study/test_reliability.py)."""
 
 import json
 import os
@@ -121,23 +122,3 @@ def test_two_drivers_racing_on_one_name_one_proceeds(study):
     assert len(trial_dirs(study.storage / "race")) == 3
     assert not (study.storage / "race" / "orphaned").exists()
     assert not (study.storage / "race" / lock.LOCK_NAME).exists()
-
-
-@pytest.mark.slow
-def test_a_killed_drivers_lock_does_not_block_resume(study):
-    args = ("--space", "digits", "--name", "k", "--num-samples", "2", "--scheduler", "fifo",
-            "--steps-per-trial", "40", "--test-freq", "20")
-    proc = study.start(*args)
-    path = study.storage / "k"
-    deadline = time.time() + 120
-    while not list(path.glob("run_trial_*/run/placement.json")):
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0]
-        time.sleep(0.2)
-    study.kill(proc)
-    assert json.loads((path / lock.LOCK_NAME).read_text())["pid"] == proc.pid
-
-    rc, out = study.run(*args, "--resume")
-    assert rc == 0, out
-    assert not (path / lock.LOCK_NAME).exists()
-    summary = json.loads((path / "study_summary.json").read_text())
-    assert summary["num_completed"] == 2

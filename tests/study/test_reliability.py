@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from analysis import load_study
+from study.lock import LOCK_NAME
 from tests.study.faults import fault_env
 from tests.study.helpers import placement, reported_steps, trial_dirs
 
@@ -83,12 +84,15 @@ def test_a_driver_killed_at_any_moment_resumes_without_rerunning_finished_trials
         wait_for(lambda: (stall / "stalled.now").exists(), proc, "a stalled checkpoint write")
     study.kill(proc)  # SIGKILL: the driver and the local Ray instance it started
     done_before = {d: Path(f"{d}/result.json").read_text() for d in finished(path, 60)}
+    # The killed driver's lock is left behind, naming it; --resume takes it over.
+    assert json.loads((path / LOCK_NAME).read_text())["pid"] == proc.pid
 
     t0 = time.time()
     rc, out = study.run("--space", "digits", "--name", "k", "--resume")  # shape from study.json
     assert rc == 0, out
     print(f"{moment}: resumed study finished {time.time() - t0:.1f} s after the restart")
     summary = assert_each_trial_once(path, 3, [30, 60])
+    assert not (path / LOCK_NAME).exists()  # released by the driver that took it over
     assert len(load_study(path)) == 3  # what was moved to orphaned/ is not a trial of it
     assert len(list((path / "orphaned").glob("*"))) == len(summary["orphaned_trial_dirs"])
     for d, before in done_before.items():
@@ -169,7 +173,7 @@ def test_a_full_storage_path_is_reported_before_any_trial(study, tmp_path):
                     f.write(b"\0" * 65536)
         rc, out = study.run("--space", "digits", "--name", "full", "--num-samples", "1",
                             "--storage-path", small)
-        assert rc == 2 and "--storage-path: cannot write" in out, out
+        assert rc == 2 and "--storage-path: the disk of" in out and "is full" in out, out
         assert not list(small.glob("full"))
     finally:
         subprocess.run(["umount", str(small)])

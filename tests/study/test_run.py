@@ -87,33 +87,46 @@ def test_gpus_per_trial_beyond_any_node_fails_before_a_trial_starts(study):
     assert not trial_dirs(study.storage / "g")
 
 
-def test_reproduce_and_ablation_run_each_configuration_with_several_seeds(study):
-    rc, out = study.run("--space", "digits", "--reproduce", "2", "--config", "paper",
-                        "--steps-per-trial", "40", "--test-freq", "20")
-    assert rc == 0, out
-    dirs = trial_dirs(study.storage / "digits-reproduce")
+def test_reproduce_and_ablation_run_each_configuration_with_several_seeds(results):
+    # The shared studies (tests/conftest.py): --reproduce 2 of the search's choice and
+    # --ablation 2, at 40 steps.
+    dirs = trial_dirs(results["reproduce"])
     arms = [json.loads(Path(f"{d}/params.json").read_text())["variant"] for d in dirs]
     configs = [json.loads(Path(f"{d}/run/config.json").read_text()) for d in dirs]
-    # --config paper: the paper's defaults and the supervised baseline, on the same seeds
+    # the configuration chosen on validation, the paper's defaults and the supervised
+    # baseline, on the same seeds
     assert sorted(zip(arms, (c["seed"] for c in configs))) == [
-        ("default", 7788), ("default", 7789), ("supervised", 7788), ("supervised", 7789)]
+        (arm, seed) for arm in ("default", "supervised", "tuned") for seed in (7788, 7789)]
     for arm, c in zip(arms, configs):
         assert c["method"] == ("supervised" if arm == "supervised" else "metasemi")
-        assert c["weight"] == 1.0 and c["lr"] == 0.1 and c["num_val"] == 100
-        # the preset's full-length schedule (600 steps, milestone 450, warm-up 100) scaled
-        # to the 40 steps asked for
-        assert c["total_steps"] == 40 and c["milestones"] == [30] and c["warmup"] == 7
+        assert c["num_val"] == 100 and c["total_steps"] == 40 and c["milestones"] == [30]
+        if arm != "tuned":
+            assert c["weight"] == 1.0 and c["lr"] == 0.1
+            # the preset's full-length warm-up (100 of 600 steps) scaled to these 40
+            assert c["warmup"] == 7
         assert c["precision"] == "fp32"  # reproduce runs default to fp32, as the authors'
 
-    rc, out = study.run("--space", "digits", "--ablation", "1", "--steps-per-trial", "40",
-                        "--test-freq", "20", "--max-concurrent", "2")
-    assert rc == 0, out
     configs = [json.loads(Path(f"{d}/run/config.json").read_text())
-               for d in trial_dirs(study.storage / "digits-ablation")]
-    assert sorted(c["method"] for c in configs) == ["meta", "metasemi", "mixup", "supervised"]
+               for d in trial_dirs(results["ablation"])]
+    assert sorted(c["method"] for c in configs) == sorted(
+        ["meta", "metasemi", "mixup", "supervised"] * 2)
     assert {c["precision"] for c in configs} == {"fp32"}
-    summary = json.loads((study.storage / "digits-ablation" / "study_summary.json").read_text())
-    assert summary["num_completed"] == 4 and summary["mode"] == "ablation"
+    summary = json.loads((results["ablation"] / "study_summary.json").read_text())
+    assert summary["num_completed"] == 8 and summary["mode"] == "ablation"
+
+
+def test_config_paper_reproduces_the_defaults_and_the_baseline_only(tmp_path):
+    from study.cli import build_parser, options_from_args
+    from study.driver import variants
+    from study.spaces import load_space
+
+    opts = options_from_args(build_parser().parse_args(
+        ["--space", "digits", "--reproduce", "2", "--config", "paper", "--storage-path",
+         str(tmp_path / "studies")]))
+    space = load_space(opts.space)
+    assert variants(opts, space) == {"default": space.defaults(),
+                                     "supervised": {**space.defaults(), "method": "supervised"}}
+    assert space.defaults() == {"weight": 1.0, "alpha": 1.0, "lr": 0.1, "warmup": 100}
 
 
 def listening_addresses(pgid):
