@@ -201,10 +201,11 @@ def _train_and_report(cfg, gpu_memory_cap: int | None = None,
             hooks.after_report(int(row["step"]))
 
     try:
-        # The trial's folder is Tune's: a restored trial continues the run there, a new
-        # attempt replaces what an attempt that never reported left.
+        # The trial's folder is Tune's, one trial's alone (no lock: Tune syncs the folder
+        # while the trial runs): a restored trial continues the run there, a new attempt
+        # replaces what an attempt that never reported left.
         train(cfg, report=report, show_progress=False, hooks=hooks.run,
-              existing="continue" if cfg.resume else "overwrite")
+              existing="continue" if cfg.resume else "overwrite", lock=False)
     except TrainingDiverged as e:
         # Retrying would diverge again from the same checkpoint: end the trial here, failed,
         # with the trainer's reason in run/summary.json. The searcher is told the worst

@@ -213,14 +213,15 @@ def _log_row(writer, row: dict[str, float]) -> None:
 
 
 def train(cfg: Config, report: ReportHook | None = None, show_progress: bool = True,
-          hooks: RunHooks = RunHooks(), existing: rundir.Existing | None = None
-          ) -> dict[str, Any]:
+          hooks: RunHooks = RunHooks(), existing: rundir.Existing | None = None,
+          lock: bool = True) -> dict[str, Any]:
     """Run (or resume) one training run; return the summary also written to summary.json.
 
     The run directory is claimed first (rundir.claim): one trainer writes it at a time,
     and a run already there is refused unless `existing` says otherwise. By default a run
     resumed into its own directory continues it; a resumed run given another directory
-    starts that one afresh, leaving its source as it was."""
+    starts that one afresh, leaving its source as it was. `lock=False` leaves the lock out
+    (a study trial's folder, Tune's alone)."""
     state, resumed_file = None, None
     if cfg.resume:
         state, resumed_file = checkpoint.load_latest(cfg.resume)
@@ -229,11 +230,12 @@ def train(cfg: Config, report: ReportHook | None = None, show_progress: bool = T
         here = resumed_file is not None and os.path.abspath(
             os.path.dirname(resumed_file)) == os.path.abspath(cfg.save_path)
         existing = "continue" if here else "refuse"
-    held = rundir.claim(cfg.save_path, existing)
+    held = rundir.claim(cfg.save_path, existing, lock)
     try:
         return _train(cfg, state, resumed_file, report, show_progress, hooks)
     finally:
-        held.release()
+        if held is not None:
+            held.release()
 
 
 def _train(cfg: Config, state: dict[str, Any] | None, resumed_file: str | None,

@@ -187,19 +187,31 @@ def describe_run(folder: str) -> str:
     return words
 
 
-def claim(folder: str, existing: Existing = "refuse") -> Lock:
+def claim(folder: str, existing: Existing = "refuse", lock: bool = True) -> Lock | None:
     """Make `folder` this process's run directory: an exclusive lock naming its holder
-    (trainer/lock.py), then refuse, overwrite or continue the run already there."""
+    (trainer/lock.py), then refuse, overwrite or continue the run already there. Without
+    `lock` (a study trial's folder, which Tune gives to one trial and syncs while it runs:
+    a lock file vanishing under its copy fails the trial), the existing run alone is
+    handled, and None is returned."""
     folder = os.path.abspath(folder)
     created = _missing(folder)
     os.makedirs(folder, exist_ok=True)
+    if not lock:
+        _existing(folder, existing, None)
+        return None
     held = acquire(os.path.join(folder, RUN_LOCK), lambda holder: (
         f"--save-path: {folder} is being written by another trainer "
         f"({holder.describe() if holder else 'starting'}); wait for it to finish, or give "
         "this run another --save-path"), tuple(created))
+    _existing(folder, existing, held)
+    return held
+
+
+def _existing(folder: str, existing: Existing, held: Lock | None) -> None:
     found = run_files(folder)
     if found and existing == "refuse":
-        held.release()
+        if held is not None:
+            held.release()
         raise RunDirTaken(
             f"--save-path: {folder} already holds {describe_run(folder)}; pass --resume "
             f"{folder} to continue it, another --save-path for a new run, or --overwrite "
@@ -207,4 +219,3 @@ def claim(folder: str, existing: Existing = "refuse") -> Lock:
     if found and existing == "overwrite":
         for name in found:
             os.unlink(os.path.join(folder, name))
-    return held

@@ -27,6 +27,7 @@ def test_a_pipeline_interrupted_at_each_stage_resumes_and_counts_every_trial_onc
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 143, out
     assert "interrupted (SIGTERM): the study 'p' did not finish" in out
+    assert out.rstrip().endswith("--resume")  # the command that resumes this one
     assert not (search / "study_summary.json").exists()  # nothing reads it as finished
     assert not reproduce.exists()  # the next stage never started
 
@@ -37,7 +38,9 @@ def test_a_pipeline_interrupted_at_each_stage_resumes_and_counts_every_trial_onc
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, out
     assert "interrupted (SIGINT): the study 'p' did not finish, and nothing after it ran" in out
-    assert "resume with: python study/run.py " in out and out.rstrip().endswith("--resume")
+    resume = next(line for line in out.splitlines() if "resume with: " in line)
+    assert resume.split("resume with: ")[1].startswith("python study/run.py --space digits")
+    assert resume.count("--resume") == 1  # the command as given, which resumes already
     assert not (search / "study_summary.json").exists()
     assert not reproduce.exists()
 
