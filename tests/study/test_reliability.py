@@ -179,13 +179,13 @@ def test_a_full_storage_path_is_reported_before_any_trial(study, tmp_path):
         subprocess.run(["umount", str(small)])
 
 
-def test_a_load_of_fifty_trials_is_accounted_exactly(study):
+def test_a_load_of_thirty_trials_is_accounted_exactly(study):
     t0 = time.time()
-    rc, out = study.run("--space", "digits", "--name", "load", "--num-samples", "50",
+    rc, out = study.run("--space", "digits", "--name", "load", "--num-samples", "30",
                         "--scheduler", "fifo", "--steps-per-trial", "20", "--test-freq", "10")
     assert rc == 0, out
-    print(f"50 trials in {time.time() - t0:.0f} s")
-    assert_each_trial_once(study.storage / "load", 50, [10, 20])
+    print(f"30 trials in {time.time() - t0:.0f} s")
+    assert_each_trial_once(study.storage / "load", 30, [10, 20])
 
 
 def test_a_study_without_address_never_joins_a_cluster_left_on_the_machine(study, cluster):
