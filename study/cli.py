@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import hashlib
 import json
 import math
@@ -34,6 +33,7 @@ from trainer.config import DEVICES, PRECISIONS, resolve
 from trainer.data import DatasetCorrupt, DatasetMissing, fetch, require_files
 from trainer.methods import METHODS
 from trainer.own_data import dataset_name
+from trainer.rundir import DISK_FULL
 
 # Options fixed when a study starts and taken from its study.json on --resume.
 SHAPE_OF_A_STUDY = ("space", "dataset", "mode", "num_samples", "scheduler", "searcher", "seed",
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted (SIGINT) before any study started", file=sys.stderr)
         return 130
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        if e.errno in DISK_FULL:
             print(f"error: the disk is full ({e.strerror}: {e.filename or args.storage_path}); "
                   "what the study wrote before is intact: free some room, then resume with: "
                   f"{resume_command(argv)}", file=sys.stderr)

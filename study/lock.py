@@ -30,7 +30,6 @@ from trainer.lock import (  # noqa: F401  (Holder, is_stale, read_holder: this m
 
 LOCK_NAME = ".driver.lock"
 LOCAL_LOCKS = os.path.join(os.path.expanduser("~"), ".metasemi", "locks")
-StudyLock = Lock
 
 
 class StudyLocked(RuntimeError):

@@ -35,6 +35,10 @@ RUN_FILES = (CONFIG, SPLIT, METRICS, CHECKPOINT, PREVIOUS_CHECKPOINT, BEST, SUMM
 Existing = Literal["refuse", "overwrite", "continue"]
 
 
+# The errors of a full disk (or a full quota): named as such, with the room needed.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 class RunDirTaken(RuntimeError):
     """A fresh run was pointed at a directory that holds another run."""
 
@@ -61,7 +65,7 @@ def check_writable(folder: str, flag: str) -> None:
             os.close(fd)
             os.unlink(probe)
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        if e.errno in DISK_FULL:
             there = folder if os.path.isdir(folder) else os.path.dirname(made[-1])
             raise NotWritable(f"{flag}: the disk of {folder} is full "
                               f"({_mib(shutil.disk_usage(there).free)} free); free some room, "
@@ -109,7 +113,7 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if e.errno not in DISK_FULL:
             _discard(tmp)
             raise
         written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
