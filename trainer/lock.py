@@ -42,7 +42,7 @@ class Holder:
         return f"host {self.host}, PID {self.pid}, since {when}"
 
 
-def _process_start(pid: int) -> str | None:
+def start_time(pid: int) -> str | None:
     """Field 22 of /proc/PID/stat (start time in clock ticks since boot); None off Linux."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -54,17 +54,23 @@ def _process_start(pid: int) -> str | None:
 def this_process() -> Holder:
     """A new holder for the calling process."""
     return Holder(socket.gethostname(), os.getpid(), time.time(),
-                  _process_start(os.getpid()), uuid.uuid4().hex)
+                  start_time(os.getpid()), uuid.uuid4().hex)
 
 
-def _alive(holder: Holder) -> bool:
+def process_alive(pid: int, started: str | None) -> bool:
+    """Whether process `pid` of this host runs, and is the one that started at `started`
+    (start_time's value; None: any process of that PID)."""
     try:
-        os.kill(holder.pid, 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # someone else's live process
-    return holder.process_start is None or _process_start(holder.pid) == holder.process_start
+    return started is None or start_time(pid) == started
+
+
+def _alive(holder: Holder) -> bool:
+    return process_alive(holder.pid, holder.process_start)
 
 
 def read_holder(path: str) -> Holder | None:
