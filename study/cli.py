@@ -22,6 +22,7 @@ from study.driver import (
     StudyOptions,
     check_address,
     plan_resources,
+    planned_trials,
     run_study,
     variants,
 )
@@ -31,9 +32,8 @@ from study.race import DEFAULTS, SEED_BLOCK, selection_seeds
 from study.spaces import SpaceError, available, load_space
 from trainer.config import DEVICES, PRECISIONS, resolve
 from trainer.data import DatasetCorrupt, DatasetMissing, fetch, require_files
-from trainer.methods import METHODS
 from trainer.own_data import dataset_name
-from trainer.rundir import DISK_FULL
+from trainer.rundir import DISK_FULL, DiskFull
 
 # Options fixed when a study starts and taken from its study.json on --resume.
 SHAPE_OF_A_STUDY = ("space", "dataset", "mode", "num_samples", "scheduler", "searcher", "seed",
@@ -149,10 +149,7 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
 
     storage.check_writable(args.storage_path)
     arms = len(variants(dataclasses.replace(opts, config_source="best"), space))
-    race = (args.race_finalists + 1) * args.race_seeds
-    trials = {"search": args.num_samples + race + arms * (args.then_reproduce or 0),
-              "reproduce": len(variants(opts, space)) * (args.reproduce or 0),
-              "ablation": len(METHODS) * (args.ablation or 0)}[mode]
+    trials = planned_trials(opts, space) + arms * (args.then_reproduce or 0)
     cfg = resolve(space.trainer_settings(space.defaults()))
     storage.check_free_space(args.storage_path,
                              trials * storage.trial_bytes(cfg.architecture, cfg.dataset))
@@ -327,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # before any study started
         print("interrupted (SIGINT) before any study started", file=sys.stderr)
         return 130
+    except DiskFull as e:  # its message names what was written and the room needed
+        print(f"error: {e.strerror}:\n  {resume_command(argv)}", file=sys.stderr)
+        return 1
     except OSError as e:
         if e.errno in DISK_FULL:
             print(f"error: the disk is full ({e.strerror}: {e.filename or args.storage_path}); "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -512,6 +513,74 @@ def _search_protocol(opts: StudyOptions, space: Space) -> dict[str, Any]:
     return out
 
 
+def planned_trials(opts: StudyOptions, space: Space) -> int:
+    """The trials this study makes: a search's samples and its race, or arms x seeds."""
+    if opts.mode == "search":
+        return opts.num_samples + ((opts.race_finalists + 1) * opts.race_seeds
+                                   if racing(opts) else 0)
+    arms = len(METHODS) if opts.mode == "ablation" else len(variants(opts, space))
+    return arms * opts.seeds
+
+
+def _stopped(opts: StudyOptions) -> dict[str, str] | None:
+    """Why FatalWatch stopped the study, if it did (study/fatal.py): its record in the study
+    directory, or where the storage was full, in the driver's fallback file."""
+    from study.fatal import STOPPED_FILE, fallback_file
+
+    if storage.exists(opts.path + "/" + STOPPED_FILE):
+        return storage.get_json(opts.path + "/" + STOPPED_FILE)
+    if os.path.exists(fallback_file()):
+        why = storage.get_json(fallback_file())
+        os.unlink(fallback_file())
+        return why
+    return None
+
+
+def _disk_full(error: BaseException) -> str | None:
+    """What a driver error says of a full disk, if it is one: an OSError of a full disk, or
+    SQLite's "database or disk is full" (optuna.db), anywhere in its chain of causes."""
+    import sqlite3
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in rundir.DISK_FULL:
+            return (f"writing {error.filename}: {error.strerror}" if error.filename
+                    else str(error.strerror or error))
+        if isinstance(error, sqlite3.OperationalError) and "full" in str(error):
+            return f"Optuna could not write optuna.db ({error})"
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _full_storage(opts: StudyOptions, space: Space, what: str) -> rundir.DiskFull:
+    """The driver's error for a storage that filled during the study: what could not be
+    written, and the room that the trials not completed yet need."""
+    from trainer import resolve
+
+    cfg = resolve(space.trainer_settings(space.defaults()))
+    per_trial = storage.trial_bytes(cfg.architecture, cfg.dataset)
+    completed = 0 if storage.is_uri(opts.path) else sum(
+        (_run_summary(os.path.join(opts.path, d)) or {}).get("status") == "completed"
+        for d in os.listdir(opts.path))
+    left = max(planned_trials(opts, space) - completed, 1)
+    return rundir.DiskFull(errno.ENOSPC, (
+        f"{what}. A trial keeps about {rundir.size_text(per_trial)} there (checkpoints and "
+        f"logs); the {left} trials not completed need up to "
+        f"{rundir.size_text(left * per_trial)}. What the study wrote before is intact: free "
+        "the room, then resume with --resume"))
+
+
+def _stop_error(opts: StudyOptions, space: Space, why: dict[str, str]) -> Exception:
+    """The driver's error for a study that FatalWatch stopped (study/fatal.py)."""
+    if why.get("kind") == "storage_full":
+        return _full_storage(opts, space, f"trial {why['trial_id']} stopped the study: "
+                                          f"{why['message']}")
+    return StudyError(
+        f"trial {why['trial_id']} failed with an error that no retry can change, so the "
+        f"study stopped: {why['message']}. Fix that, then resume with --resume")
+
+
 def run_study(opts: StudyOptions, trial_function=None) -> dict[str, Any]:
     """Validate against the cluster, run (or resume) the study, write study_summary.json.
     `trial_function`: what each trial runs, the trainer by default (build_tuner)."""
@@ -531,7 +600,7 @@ def run_study(opts: StudyOptions, trial_function=None) -> dict[str, Any]:
     received = stop.enter_context(graceful_stop())
     try:
         connect(opts)
-        from study.fatal import STOPPED_FILE  # imports Ray: after connect() set it up
+        from study.fatal import STOPPED_FILE, fallback_file  # imports Ray: after connect()
         reassert()  # after ray.init(), whose own SIGTERM handler would exit at once
         per_trial = resources(opts, space)
         if not opts.resume:
@@ -549,15 +618,20 @@ def run_study(opts: StudyOptions, trial_function=None) -> dict[str, Any]:
 
                 stack.enter_context(sealing_snapshots(opts.path))
             storage.remove(opts.path + "/" + STOPPED_FILE)  # the last stop's, fixed since
+            storage.remove(fallback_file())
             tuner = build_tuner(opts, space, per_trial, trial_function)
             t0 = time.perf_counter()
-            results = tuner.fit()
-        stopped = opts.path + "/" + STOPPED_FILE
-        if storage.exists(stopped):
-            why = storage.get_json(stopped)
-            raise StudyError(
-                f"trial {why['trial_id']} failed with an error that no retry can change, so "
-                f"the study stopped: {why['message']}. Fix that, then resume with --resume")
+            try:
+                results = tuner.fit()
+            except Exception as e:  # Tune stops on an error of the driver's own
+                full = _disk_full(e)
+                if full is None:
+                    raise
+                raise _full_storage(opts, space, f"the study's storage {opts.storage_path} "
+                                                 f"is full: {full}") from e
+        why = _stopped(opts)
+        if why is not None:
+            raise _stop_error(opts, space, why)
         if received:
             # Not finished: no summary (nothing reads the study as finished), and no
             # reconciling (its cut-off trials are to continue on --resume, not fail).

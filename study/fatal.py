@@ -7,29 +7,50 @@ the failure, writes the message to STOPPED_FILE, which the driver turns into its
 and stops the study the way Ctrl-C does (Tune's graceful stop, study/interrupt.py), so
 that --resume continues it once the cause is fixed. (A Tune stopper would mark the
 searcher finished, and a resumed study would then start no more trials.)
+
+A storage that fills (StorageFull) stops the study the same way: every trial would fail
+at its next checkpoint. Its STOPPED_FILE may not fit there either; the record then goes to
+the driver's own file in this machine's temporary folder (fallback_file).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import tempfile
 
 from ray import tune
 
 from study import storage
+from trainer.rundir import write_json
 
 STOPPED_FILE = "stopped.json"  # in the study directory: why the study stopped, for --resume
-_MESSAGE = re.compile(r"TrialCannotRun: (.+)")
+_MESSAGE = re.compile(r"(TrialCannotRun|StorageFull): (.+)")
 
 
 class TrialCannotRun(RuntimeError):
     """A trial error that a retry cannot change (see the module docstring)."""
 
 
+class StorageFull(TrialCannotRun):
+    """The study's storage is full: the trial could not hand its checkpoint to Tune."""
+
+
 def cannot_run_message(error_text: str) -> str | None:
     """The message of a TrialCannotRun in a trial's error text (error.txt), if it is one."""
     found = _MESSAGE.findall(error_text or "")
-    return found[-1].strip() if found else None
+    return found[-1][1].strip() if found else None
+
+
+def _kind(error_text: str) -> str:
+    found = _MESSAGE.findall(error_text or "")
+    return "storage_full" if found and found[-1][0] == "StorageFull" else "cannot_run"
+
+
+def fallback_file(pid: int | None = None) -> str:
+    """Where the driver of process `pid` (this one) records its stop if the storage is full."""
+    return os.path.join(tempfile.gettempdir(), f"metasemi-stopped-{pid or os.getpid()}.json")
 
 
 class FatalWatch(tune.Callback):
@@ -55,8 +76,12 @@ class FatalWatch(tune.Callback):
             text = str(trial.get_error() or "")
         message = cannot_run_message(text)
         if message is not None:
-            self.stopped = {"trial_id": trial.trial_id, "message": message}
-            storage.put_json(f"{self.study_path}/{STOPPED_FILE}", self.stopped)
+            self.stopped = {"trial_id": trial.trial_id, "message": message,
+                            "kind": _kind(text)}
+            try:
+                storage.put_json(f"{self.study_path}/{STOPPED_FILE}", self.stopped)
+            except OSError:  # a full storage, most likely: the driver reads it here instead
+                write_json(fallback_file(), self.stopped)
             graceful = signal.getsignal(signal.SIGUSR1)  # tune.run()'s, while it runs
             if callable(graceful):
                 graceful(signal.SIGUSR1, None)

@@ -23,7 +23,8 @@ import pyarrow.fs
 import ray
 from ray import tune
 
-from study.fatal import TrialCannotRun
+from study import scratch
+from study.fatal import StorageFull, TrialCannotRun
 from study.gpu_share import cap_cuda_memory
 from study.spaces import Schedule, scale_schedule
 from trainer import checkpoint, resolve, rundir, train
@@ -67,7 +68,7 @@ def trial_hooks() -> TrialHooks:
 
 def _checkpoint_dir_of(checkpoint_path: str) -> tempfile.TemporaryDirectory:
     """A temporary folder holding the checkpoint file (a hard link where possible)."""
-    tmp = tempfile.TemporaryDirectory(prefix="metasemi-ckpt-")
+    tmp = scratch.folder("ckpt")
     dst = os.path.join(tmp.name, rundir.CHECKPOINT)
     try:
         os.link(checkpoint_path, dst)
@@ -101,6 +102,19 @@ def _restore(latest: tune.Checkpoint, folder: str) -> str:
         except OSError:
             pass  # no fallback then; a corrupt latest fails with a clear message
     return target
+
+
+def _storage_full(step: int, checkpoint_path: str, error: OSError) -> StorageFull:
+    """The one-line error of a checkpoint that did not fit in the study's storage."""
+    where = tune.get_context().get_storage().trial_fs_path
+    try:
+        free = f", {rundir.size_text(shutil.disk_usage(where).free)} free there"
+    except OSError:  # a URI, or storage on another node
+        free = ""
+    return StorageFull(
+        f"node {socket.gethostname()}: the study's storage is full: the checkpoint of step "
+        f"{step} ({rundir.size_text(os.path.getsize(checkpoint_path))}) could not be copied to "
+        f"{where} ({error.strerror or error}{free})")
 
 
 class DataNotHere(RuntimeError):
@@ -163,7 +177,8 @@ def _run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     settings["save_path"] = os.path.abspath(RUN_DIR)
     os.makedirs(RUN_DIR, exist_ok=True)
     # Outside the working directory, which Tune syncs to storage as the trial's artifacts.
-    with tempfile.TemporaryDirectory(prefix="metasemi-restore-") as restore_dir:
+    scratch.sweep()  # what trials killed on this machine left
+    with scratch.folder("restore") as restore_dir:
         latest = tune.get_checkpoint()
         if latest is not None:
             settings["resume"] = _restore(latest, restore_dir)
@@ -196,7 +211,12 @@ def _train_and_report(cfg, gpu_memory_cap: int | None = None,
         last_row.update(row)
         tmp = _checkpoint_dir_of(checkpoint_path)
         with tmp:
-            tune.report(dict(row), checkpoint=tune.Checkpoint.from_directory(tmp.name))
+            try:
+                tune.report(dict(row), checkpoint=tune.Checkpoint.from_directory(tmp.name))
+            except OSError as e:  # Tune's copy into the study's storage
+                if e.errno not in rundir.DISK_FULL:
+                    raise
+                raise _storage_full(int(row["step"]), checkpoint_path, e) from None
         if hooks.after_report is not None:
             hooks.after_report(int(row["step"]))
 

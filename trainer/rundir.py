@@ -68,7 +68,7 @@ def check_writable(folder: str, flag: str) -> None:
         if e.errno in DISK_FULL:
             there = folder if os.path.isdir(folder) else os.path.dirname(made[-1])
             raise NotWritable(f"{flag}: the disk of {folder} is full "
-                              f"({_mib(shutil.disk_usage(there).free)} free); free some room, "
+                              f"({size_text(shutil.disk_usage(there).free)} free); free some room, "
                               "or choose a folder on another disk") from e
         raise NotWritable(f"{flag}: cannot write to {folder} ({e}); choose a writable "
                           "folder") from e
@@ -94,8 +94,12 @@ class DiskFull(OSError):
     how to continue. The file it would have replaced is intact."""
 
 
-def _mib(nbytes: float) -> str:
-    return f"{nbytes / 2**20:.1f} MiB"
+def size_text(nbytes: float) -> str:
+    """A size for a message: 640 KiB, 12.3 MiB, 1.5 GiB."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes / 2**10:.0f} KiB"
 
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
@@ -125,9 +129,9 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
         need = 2 * max(written, previous)
         raise DiskFull(e.errno, (
             f"the disk of {folder} is full: writing {os.path.basename(path)} stopped after "
-            f"{_mib(written)}, {_mib(shutil.disk_usage(folder).free)} is free, and about "
-            f"{_mib(need)} more is needed. What was written before is intact: free the room, "
-            "then continue with --resume")) from e
+            f"{size_text(written)}, {size_text(shutil.disk_usage(folder).free)} is free"
+            f"{f', and about {size_text(need)} more is needed' if need else ''}. What was "
+            "written before is intact: free the room, then continue with --resume")) from e
     except BaseException:
         _discard(tmp)
         raise

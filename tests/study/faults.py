@@ -15,6 +15,9 @@ variables are set. Nothing is patched: the trainer and the trainable call the ho
   before it.
 - METASEMI_DATA_GONE=1: every trial fails as on a node without the dataset (the trainer's
   DatasetMissing, once the data is loaded): an error that no retry can change.
+- METASEMI_FILL_DISK=FILE (+ METASEMI_FILL_STEP): the first trial to report that step (default:
+  its first) creates FILE and writes zeros into it until its disk is full: a storage that
+  fills in the middle of a study.
 - METASEMI_PERMUTE_TEST_LABELS=1: every trial's test labels are permuted (a fixed
   permutation). Selection must not notice: the test that proves it is blind to the test set.
 """
@@ -41,6 +44,7 @@ STALL_DIR_ENV, STALL_STEP_ENV = "METASEMI_STALL_DIR", "METASEMI_STALL_STEP"
 STALL_AFTER_ENV, CORRUPT_ENV = "METASEMI_STALL_AFTER", "METASEMI_CORRUPT_ON_FAULT"
 PERMUTE_TEST_ENV = "METASEMI_PERMUTE_TEST_LABELS"
 DATA_GONE_ENV = "METASEMI_DATA_GONE"
+FILL_DISK_ENV, FILL_STEP_ENV = "METASEMI_FILL_DISK", "METASEMI_FILL_STEP"
 
 
 class InjectedFault(RuntimeError):
@@ -62,7 +66,9 @@ def hooks() -> TrialHooks:
     run = RunHooks(
         save_checkpoint=stalling_save if os.environ.get(STALL_DIR_ENV) else checkpoint.save,
         loaded_data=loaded)
-    return TrialHooks(run, crash_after_report if os.environ.get(FAULT_DIR_ENV) else None)
+    after = (crash_after_report if os.environ.get(FAULT_DIR_ENV)
+             else fill_disk if os.environ.get(FILL_DISK_ENV) else None)
+    return TrialHooks(run, after)
 
 
 def _claim(folder: str, suffix: str, exclusive_over_trials: bool) -> bool:
@@ -85,6 +91,22 @@ def crash_after_report(step: int) -> None:
         if os.environ.get(CORRUPT_ENV) == "1":
             _truncate_latest_checkpoint()
         raise InjectedFault(f"injected fault after step {step}")
+
+
+def fill_disk(step: int) -> None:
+    """Fill the disk of METASEMI_FILL_DISK, once in the study (see FILL_DISK_ENV)."""
+    if step < int(os.environ.get(FILL_STEP_ENV) or 0):
+        return
+    try:
+        f = open(os.environ[FILL_DISK_ENV], "xb", buffering=0)
+    except FileExistsError:  # another trial filled it
+        return
+    with f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 16))
+        except OSError:
+            pass  # full
 
 
 def _truncate_latest_checkpoint() -> None:

@@ -1,6 +1,7 @@
 """A trial error that no retry can change stops the study at once with its one message,
 and --resume continues once it is fixed."""
 
+import errno
 import json
 from pathlib import Path
 
@@ -33,3 +34,24 @@ def test_an_error_no_retry_can_change_stops_the_study_with_its_one_message(study
     assert rc == 0, out
     assert_each_trial_once(study.storage / "s", 3, [10, 20])
     assert not (study.storage / "s" / "stopped.json").exists()
+
+
+def test_a_full_disk_is_recognised_anywhere_in_a_driver_errors_causes():
+    import sqlite3
+
+    from study.driver import _disk_full
+
+    def raised_from(cause: BaseException, error: BaseException) -> BaseException:
+        try:
+            raise error from cause
+        except BaseException as e:
+            return e
+
+    optuna_error = raised_from(sqlite3.OperationalError("database or disk is full"),
+                               RuntimeError("An exception is raised during the commit."))
+    assert _disk_full(raised_from(optuna_error, RuntimeError("Tune"))) == \
+        "Optuna could not write optuna.db (database or disk is full)"
+    full = OSError(errno.ENOSPC, "No space left on device", "/s/study.json")
+    assert _disk_full(full) == "writing /s/study.json: No space left on device"
+    assert _disk_full(OSError(errno.EACCES, "Permission denied")) is None
+    assert _disk_full(sqlite3.OperationalError("database is locked")) is None

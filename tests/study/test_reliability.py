@@ -1,6 +1,7 @@
 """Faults injected into real studies: lost nodes, killed drivers, crashes, corrupt checkpoints,
 diverging trials and full disks. Each ends with every trial accounted for exactly once."""
 
+import contextlib
 import json
 import os
 import re
@@ -157,14 +158,22 @@ def test_a_diverging_trial_ends_failed_with_its_reason_and_the_study_goes_on(stu
     assert (diverged["num_failures"] == 0).all()  # not retried: it would diverge again
 
 
-def test_a_full_storage_path_is_reported_before_any_trial(study, tmp_path):
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)],
-                             capture_output=True)
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str):
+    """A tmpfs of `size` mounted at `folder` (skips where mounting needs privileges)."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                              str(folder)], capture_output=True)
     if mounted.returncode:
         pytest.skip("mounting a small tmpfs needs privileges this machine does not give")
     try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)])
+
+
+def test_a_full_storage_path_is_reported_before_any_trial(study, tmp_path):
+    with small_disk(tmp_path / "small", "2m") as small:
         rc, out = study.run("--space", "digits", "--name", "full", "--storage-path", small)
         assert rc == 2 and re.search(r"has [\d.]+ GB free, but the study needs about", out), out
         with open(small / "filler", "wb", buffering=0) as f:  # now really full
@@ -175,8 +184,34 @@ def test_a_full_storage_path_is_reported_before_any_trial(study, tmp_path):
                             "--storage-path", small)
         assert rc == 2 and "--storage-path: the disk of" in out and "is full" in out, out
         assert not list(small.glob("full"))
-    finally:
-        subprocess.run(["umount", str(small)])
+
+
+def test_a_storage_that_fills_during_a_study_stops_it_and_resume_continues(study, tmp_path):
+    args = ["--space", "digits", "--name", "f", "--num-samples", "2", "--scheduler", "fifo",
+            "--steps-per-trial", "30", "--test-freq", "10", "--max-concurrent", "1"]
+    with small_disk(tmp_path / "small", "24m") as small:
+        filler = small / "filler"
+        rc, out = study.run(*args, "--storage-path", small, env=fault_env(
+            METASEMI_FILL_DISK=str(filler), METASEMI_FILL_STEP="10"))
+        assert filler.exists()  # the disk filled after a trial's first report
+        assert rc == 1, out
+        # What could not be written (a trial's checkpoint, or optuna.db when the searcher
+        # met the full disk first), and the room the trials not completed need:
+        size = r"[\d.]+ [KMG]iB"
+        what = (rf"trial \w+ stopped the study: node .*: the study's storage is full: the "
+                rf"checkpoint of step \d+ \({size}\) could not be copied to {small}/f/\S+ \(.*"
+                rf"No space left on device, {size} free there\)"
+                rf"|the study's storage {small} is full: Optuna could not write optuna.db .*")
+        message = re.search(rf"error: ({what})\. A trial keeps about {size} there .* the "
+                            rf"(\d) trials not completed need up to {size}\. .*resume with "
+                            r"--resume:\n  python study/run.py .* --resume\n", out)
+        assert message, out
+        print(message.group(1))
+        assert not (small / "f" / "study_summary.json").exists()
+        filler.unlink()  # room again
+        rc, out = study.run(*args, "--storage-path", small, "--resume")
+        assert rc == 0, out
+        assert_each_trial_once(small / "f", 2, [10, 20, 30])
 
 
 def test_a_load_of_thirty_trials_is_accounted_exactly(study):

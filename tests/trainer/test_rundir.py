@@ -127,14 +127,15 @@ def test_a_disk_that_fills_during_a_run_is_named_and_resume_continues(tmp_path, 
                     f.write(b"\0" * 4096)
         capsys.readouterr()
         assert main(["--resume", str(run), "--total-steps", "40", "--quiet"]) == 2
-        assert f"--save-path: the disk of {run} is full (0.0 MiB free); free some room" in \
+        assert f"--save-path: the disk of {run} is full (0 KiB free); free some room" in \
             capsys.readouterr().err  # refused before any work
         os.truncate(disk / "filler", os.path.getsize(disk / "filler") - (256 << 10))
         # Room for the small files, not for the next checkpoint: it fills during the run.
         assert main(["--resume", str(run), "--total-steps", "40", "--quiet"]) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"error: the disk of {run} is full: writing "), err
-        assert re.search(r"stopped after [\d.]+ MiB, [\d.]+ MiB is free, and about [\d.]+ MiB "
+        size = r"[\d.]+ [KMG]iB"
+        assert re.search(rf"stopped after {size}, {size} is free, and about {size} "
                          r"more is needed\. What was written before is intact: free the room, "
                          rf"then continue with --resume {run}$", err), err
         # The last checkpoint written is whole (maybe set aside as the previous one).
