@@ -3,6 +3,9 @@ and the batched augmentation."""
 
 import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +24,7 @@ from trainer.data import (
     digits_test_indices,
     labeled_split,
     load_data,
+    load_digits_arrays,
 )
 from trainer.loop import train
 
@@ -288,3 +292,21 @@ def test_index_stream_lives_on_its_device_and_checkpoints_a_compact_copy():
     again = IndexStream(np.arange(1000), batch_size=10, seed=0)
     again.load_state_dict(state)
     assert torch.equal(again.next(), stream.next())
+
+
+def test_digits_are_scikit_learns_images_read_without_importing_it():
+    code = ("import sys; from trainer.data import load_digits_arrays; a = load_digits_arrays("
+            "'', False); print(len(a.train_y) + len(a.test_y), 'sklearn' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parents[2])
+    assert done.stdout.split() == ["1797", "False"]  # scipy and sklearn stay unimported
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    a = load_digits_arrays("", False)
+    images = np.concatenate([a.train_x, a.test_x])[:, 0]
+    labels = np.concatenate([a.train_y, a.test_y])
+    order = np.concatenate([np.setdiff1d(np.arange(len(d.target)), np.array(a.test_split)),
+                            np.array(a.test_split)])
+    assert np.array_equal(labels, d.target[order])
+    assert np.array_equal(images, np.rint(d.images[order] * 255 / 16).astype(np.uint8))
