@@ -12,7 +12,8 @@ variables are set. Nothing is patched: the trainer and the trainable call the ho
   kill a driver in the middle of a checkpoint write.
 - METASEMI_CORRUPT_ON_FAULT=1, with the crash above: the trial's latest checkpoint in the
   study's storage is truncated before the crash, so the retry must fall back to the one
-  before it.
+  before it. =first: only in the first trial that crashes; the others retry from their
+  latest.
 - METASEMI_DATA_GONE=1: every trial fails as on a node without the dataset (the trainer's
   DatasetMissing, once the data is loaded): an error that no retry can change.
 - METASEMI_FILL_DISK=FILE (+ METASEMI_FILL_STEP): the first trial to report that step (default:
@@ -88,7 +89,9 @@ def crash_after_report(step: int) -> None:
     folder = os.environ[FAULT_DIR_ENV]
     if step >= int(os.environ.get(FAULT_STEP_ENV) or 0) and _claim(
             folder, "failed", exclusive_over_trials=False):
-        if os.environ.get(CORRUPT_ENV) == "1":
+        corrupt = os.environ.get(CORRUPT_ENV)
+        if corrupt == "1" or corrupt == "first" and _claim(folder, "corrupted",
+                                                            exclusive_over_trials=True):
             _truncate_latest_checkpoint()
         raise InjectedFault(f"injected fault after step {step}")
 
