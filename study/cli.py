@@ -299,25 +299,32 @@ def _default_name(args: argparse.Namespace) -> str:
     return dataset_name(args.dataset) if args.dataset else load_space(args.space).name
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_from_args(args: argparse.Namespace) -> dict:
+    """Check, run and summarise the study (and the stage after it) that these parsed flags
+    describe; returns the last stage's summary. Errors are raised, for main to word."""
     if not args.address and "ray" not in sys.modules:
         os.environ.setdefault(LOCAL_ONLY_ENV, "0")
+    opts = options_from_args(args)
+    if args.download:  # once, on this machine, before any trial could race to it
+        space = load_space(opts.space, opts.dataset)
+        fetch(resolve(space.trainer_settings(space.defaults())).dataset, args.data_path)
+    with graceful_stop() as received:  # over the pipeline: no stage after a signal
+        summary = _claim_and_run(opts)
+        if args.then_reproduce and received:  # the search finished, the signal came after
+            stopped = StudyInterrupted(received[0])
+            stopped.study = f"{opts.name}-reproduce"
+            raise stopped
+        if args.then_reproduce and summary["num_errored"] == 0:
+            summary = _reproduce_after(args)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        opts = options_from_args(args)
-        if args.download:  # once, on this machine, before any trial could race to it
-            space = load_space(opts.space, opts.dataset)
-            fetch(resolve(space.trainer_settings(space.defaults())).dataset, args.data_path)
-        with graceful_stop() as received:  # over the pipeline: no stage after a signal
-            summary = _claim_and_run(opts)
-            if args.then_reproduce and received:  # the search finished, the signal came after
-                stopped = StudyInterrupted(received[0])
-                stopped.study = f"{opts.name}-reproduce"
-                raise stopped
-            if args.then_reproduce and summary["num_errored"] == 0:
-                summary = _reproduce_after(args)
+        summary = run_from_args(args)
     except StudyInterrupted as e:
-        print(f"interrupted ({e}): the study {getattr(e, 'study', opts.name)!r} did not "
+        print(f"interrupted ({e}): the study {getattr(e, 'study', args.name)!r} did not "
               "finish, and nothing after it ran. Finished trials are kept; resume with: "
               f"{resume_command(argv)}", file=sys.stderr)
         return e.exit_code

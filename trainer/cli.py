@@ -13,9 +13,12 @@ from trainer.config import (
     MEMORY_FORMATS,
     META_GRADS,
     PRECISIONS,
+    PRESETS,
+    Config,
     ConfigError,
     resolve,
 )
+from trainer.config_file import read_settings
 from trainer.data import DATASETS, FILES, SPLITS, DatasetMissing
 from trainer.lock import Locked
 from trainer.loop import TrainingDiverged, train
@@ -23,6 +26,19 @@ from trainer.methods import METHODS, with_mixup
 from trainer.models import ALIASES, MODELS
 from trainer.own_data import dataset_name, is_dataset_path
 from trainer.rundir import DiskFull, NotWritable, RunDirTaken, check_writable
+
+
+def preset(field: str) -> str:
+    """What a flag is where it is left out, per dataset: ' (digits 50; cifar10 4000; ...)'."""
+    values: dict[str, list[str]] = {}
+    for name in sorted(PRESETS, key=lambda n: n != "digits"):  # the default dataset first
+        value = PRESETS[name].get(field, getattr(Config, field))
+        if isinstance(value, tuple):
+            value = list(value)
+        values.setdefault(str(value), []).append(name)
+    if len(values) == 1:
+        return f" (default {next(iter(values))})"
+    return " (" + "; ".join(f"{', '.join(names)} {v}" for v, names in values.items()) + ")"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--data-path", help="folder holding the dataset files (default ./data)")
     a("--download", action="store_true", default=None,
       help="download CIFAR/SVHN into --data-path if missing")
-    a("--num-label", type=int, help="number of labeled images, a multiple of the class count")
+    a("--num-label", type=int, help="number of labeled images, a multiple of the class count"
+                                   + preset("num_label"))
     a("--labels-per-class", type=int, metavar="N",
       help="instead of --num-label: N labeled images of each class")
     a("--num-val", type=int,
@@ -55,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--split", choices=SPLITS,
       help="random (default): class-balanced, numpy-seeded; authors: the authors' loader "
            "(Python's random.seed(seed), one shuffle, the first k of each class)")
-    a("-a", "--architecture", choices=sorted(MODELS) + sorted(ALIASES))
+    a("-a", "--architecture", choices=sorted(MODELS) + sorted(ALIASES),
+      help="the network" + preset("architecture") + "; your data: chosen by its size")
     a("--method", choices=list(METHODS),
       help="; ".join(f"{m.name}: {m.about}" for m in METHODS.values()) + " (default: metasemi)")
     a("--mix-up", action="store_true",
@@ -65,20 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
       help="fd: the authors' finite difference (default); jvp: its limit by forward-mode "
            "differentiation, accurate in bf16; exact: the same limit, second order through the "
            "virtual step")
-    a("--alpha", type=float, help="mix-up Beta(alpha, alpha) concentration")
-    a("--weight", type=float, help="consistency-loss weight after warm-up")
-    a("--epsilon", type=float, help="finite-difference step, divided by ||g||")
-    a("--total-steps", type=int)
-    a("--batch-size", type=int, help="labeled and unlabeled batch size each")
-    a("--lr", type=float, help="peak learning rate (also the meta learning rate)")
-    a("--warmup", type=int, help="steps of linear warm-up of lr and consistency weight")
-    a("--milestones", help="steps where lr is multiplied by gamma, e.g. '[300000, 350000]'")
-    a("--gamma", type=float)
-    a("--weight-decay", type=float)
-    a("--momentum", type=float)
-    a("--seed", type=int, help="seed of the labeled split, the initialisation and the batches")
-    a("--test-freq", type=int, help="evaluate and checkpoint every this many steps")
-    a("--log-freq", type=int, help="progress line every this many steps")
+    a("--alpha", type=float, help="mix-up Beta(alpha, alpha) concentration" + preset("alpha"))
+    a("--weight", type=float, help="consistency-loss weight after warm-up" + preset("weight"))
+    a("--epsilon", type=float,
+      help="finite-difference step, divided by ||g||" + preset("epsilon"))
+    a("--total-steps", type=int, help="training steps" + preset("total_steps"))
+    a("--batch-size", type=int,
+      help="labeled and unlabeled batch size each" + preset("batch_size"))
+    a("--lr", type=float,
+      help="peak learning rate (also the meta learning rate)" + preset("lr"))
+    a("--warmup", type=int,
+      help="steps of linear warm-up of lr and consistency weight" + preset("warmup"))
+    a("--milestones", help="steps where lr is multiplied by gamma, e.g. '[300000, 350000]'"
+                           + preset("milestones"))
+    a("--gamma", type=float, help="learning-rate decay at each milestone" + preset("gamma"))
+    a("--weight-decay", type=float, help="L2 penalty of SGD" + preset("weight_decay"))
+    a("--momentum", type=float, help="SGD momentum" + preset("momentum"))
+    a("--seed", type=int, help="seed of the labeled split, the initialisation and the batches"
+                               + preset("seed"))
+    a("--test-freq", type=int,
+      help="evaluate and checkpoint every this many steps" + preset("test_freq"))
+    a("--log-freq", type=int, help="progress line every this many steps" + preset("log_freq"))
     a("--device", choices=DEVICES)
     a("--precision", choices=PRECISIONS,
       help="auto (default): bf16 autocast on CUDA, fp32 on CPU; fp32 turns mixed precision off")
@@ -86,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="auto (default): channels_last on CUDA, contiguous on CPU")
     a("--compile", action="store_true", default=None,
       help="compile the model with torch.compile (slower start, faster steps)")
+    a("--config", metavar="FILE",
+      help="start from the settings in FILE: an earlier run's config.json (to run it again) "
+           "or a .toml file of name = value settings (names as these flags', with "
+           "underscores); flags given here override it")
     a("--save-path", help="run directory (default runs/DATASET-METHOD-seedSEED)")
     a("--resume", help="checkpoint.pt or run directory to continue; its config is reused, "
                        "flags given here override it. With --save-path elsewhere, the run "
@@ -99,8 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace):
     """Turn parsed flags into a validated Config (checkpoint config first when resuming)."""
-    given = {k: v for k, v in vars(args).items() if k not in ("mix_up", "quiet", "overwrite")}
+    given = {k: v for k, v in vars(args).items()
+             if k not in ("mix_up", "quiet", "overwrite", "config")}
     base: dict = {}
+    if args.config and args.resume:
+        raise ConfigError("--config and --resume: a resumed run continues with its own "
+                          "settings (flags given beside --resume override them); give one")
+    if args.config:
+        base = read_settings(args.config)
     if args.resume:
         with warnings.catch_warnings():  # train() warns about a fallback, once
             warnings.simplefilter("ignore", checkpoint.CheckpointFallbackWarning)

@@ -195,10 +195,10 @@ def test_a_storage_that_fills_during_a_study_stops_it_and_resume_continues(study
         assert_each_trial_once(small / "f", 2, [10, 20, 30])
 
 
-def test_a_load_of_thirty_trials_is_accounted_exactly(study):
+def test_a_load_of_twenty_trials_is_accounted_exactly(study):
     t0 = time.time()
-    rc, out = study.run("--space", "digits", "--name", "load", "--num-samples", "30",
+    rc, out = study.run("--space", "digits", "--name", "load", "--num-samples", "20",
                         "--scheduler", "fifo", "--steps-per-trial", "20", "--test-freq", "10")
     assert rc == 0, out
-    print(f"30 trials in {time.time() - t0:.0f} s")
-    assert_each_trial_once(study.storage / "load", 30, [10, 20])
+    print(f"20 trials in {time.time() - t0:.0f} s")
+    assert_each_trial_once(study.storage / "load", 20, [10, 20])

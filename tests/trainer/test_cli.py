@@ -1,6 +1,7 @@
 """`python -m trainer`: flags, presets, and bad input that fails before any training."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -124,3 +125,70 @@ def test_python_m_trainer_reports_errors_with_exit_code_2():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "unknown dataset 'mnist'" in proc.stderr
     assert "or give the path of a folder or .npz file of your own" in proc.stderr
+
+
+TIMING = ("elapsed_seconds", "images_per_second")  # wall-clock columns: never repeatable
+
+
+def metrics_without_timing(run) -> list[list[str]]:
+    """metrics.csv as written, cell by cell, without its wall-clock columns."""
+    header, *rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()]
+    keep = [i for i, name in enumerate(header) if name not in TIMING]
+    return [[cells[i] for i in keep] for cells in [header, *rows]]
+
+
+def test_a_runs_config_json_runs_it_again_bit_for_bit_and_flags_override_it(tmp_path):
+    import json
+
+    first, again, changed = tmp_path / "first", tmp_path / "again", tmp_path / "changed"
+    assert main(["--total-steps", "30", "--test-freq", "10", "--seed", "11", "--device", "cpu",
+                 "--save-path", str(first), "--quiet"]) == 0
+    assert main(["--config", str(first / "config.json"), "--save-path", str(again),
+                 "--quiet"]) == 0
+    assert metrics_without_timing(again) == metrics_without_timing(first)  # same digits
+    settings = {p: json.loads((p / "config.json").read_text()) for p in (first, again)}
+    assert {k: v for k, v in settings[again].items() if k != "save_path"} == \
+        {k: v for k, v in settings[first].items() if k != "save_path"}
+
+    assert main(["--config", str(first / "config.json"), "--seed", "12", "--total-steps",
+                 "20", "--save-path", str(changed), "--quiet"]) == 0
+    cfg = json.loads((changed / "config.json").read_text())
+    assert (cfg["seed"], cfg["total_steps"], cfg["test_freq"]) == (12, 20, 10)
+    assert len(metrics_without_timing(changed)) == 1 + 2  # evaluations at 10 and 20
+
+
+def test_a_toml_file_of_settings_is_a_config(tmp_path):
+    settings = tmp_path / "small.toml"
+    settings.write_text('dataset = "digits"\ntotal-steps = 40\nmilestones = [30]\nseed = 5\n')
+    cfg = parse("--config", str(settings), "--lr", "0.05")
+    assert (cfg.total_steps, cfg.milestones, cfg.seed, cfg.lr) == (40, (30,), 5, 0.05)
+    assert cfg.batch_size == 64  # the rest: the digits preset
+
+
+@pytest.mark.parametrize("content, name, message", [
+    ('total_step = 40\n', "typo.toml", r"typo.toml sets \['total_step'\], which are not "
+                                       r"settings of the trainer; the settings are \["),
+    ('total_steps = \n', "broken.toml", "broken.toml is not valid TOML"),
+    ('[1, 2]', "list.json", "list.json holds a list, not a table of settings"),
+    ('{"seed": 1', "cut.json", "cut.json is not valid JSON"),
+    ('seed: 1', "settings.yaml", r"settings.yaml: give a run's config.json or a .toml file"),
+])
+def test_a_config_file_that_cannot_be_used_is_named(tmp_path, capsys, content, name, message):
+    (tmp_path / name).write_text(content)
+    assert main(["--config", str(tmp_path / name), "--save-path", str(tmp_path / "r")]) == 2
+    assert re.search(f"error: --config: .*{message}", capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_config_and_resume_are_refused_together(tmp_path, capsys):
+    assert main(["--config", str(tmp_path / "a.toml"), "--resume", str(tmp_path)]) == 2
+    assert "--config and --resume: a resumed run continues with its own settings" in \
+        capsys.readouterr().err
+
+
+def test_help_shows_each_flags_preset_per_dataset():
+    text = " ".join(build_parser().format_help().split())
+    assert "--num-label NUM_LABEL number of labeled images, a multiple of the class count " \
+           "(digits 50; cifar10 4000; cifar100 10000; svhn 1000)" in text
+    assert "training steps (digits 600; cifar10, cifar100, svhn 400000)" in text
+    assert "(digits, cifar10, cifar100 1.0; svhn 0.1)" in text  # alpha
