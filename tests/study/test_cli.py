@@ -202,3 +202,23 @@ def test_a_new_study_that_fails_before_its_first_trial_leaves_nothing_behind(tmp
     with pytest.raises(ValueError):
         _claim_and_run(dataclasses.replace(opts, gpus_per_trial=1e-9))
     assert not os.path.exists(opts.path)  # nothing blocks a rerun as "already exists"
+
+
+def test_the_readmes_main_command_is_accepted_as_written(tmp_path):
+    # CI runs the suite; the main command itself (six minutes) is .ci/main-command's, run
+    # by hand before a release. Here: its study part passes every check made before Ray.
+    import shlex
+    from pathlib import Path
+
+    from study.cli import build_parser, options_from_args
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- main-command -->", 1)[1].split("```bash\n", 1)[1]
+    command = block.split("\n```", 1)[0].strip()
+    steps = [shlex.split(part) for part in command.split("&&")]
+    (study,) = [s[2:] for s in steps if s[:2] == ["python", "study/run.py"]]
+    (report,) = [s[2:] for s in steps if s[:2] == ["python", "analysis/report.py"]]
+    args = build_parser().parse_args([*study, "--storage-path", str(tmp_path)])
+    opts = options_from_args(args)
+    assert (opts.mode, opts.name, args.then_reproduce) == ("search", "digits", 3)
+    assert report == [f"studies/{opts.name}", f"studies/{opts.name}-reproduce"]
