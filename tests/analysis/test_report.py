@@ -19,6 +19,7 @@ def script(name: str, *args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=REPO, timeout=600)
 
 
+@pytest.mark.slow  # four interpreters importing pandas, matplotlib and optuna: 17 s
 @pytest.mark.parametrize("command", [["analysis/report.py"], ["-m", "analysis.report"],
                                      ["analysis/features.py"], ["-m", "analysis.features"]])
 def test_each_analysis_command_runs_as_a_script_and_as_a_module(command, tmp_path):
