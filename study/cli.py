@@ -24,6 +24,7 @@ from study.driver import (
     plan_resources,
     planned_trials,
     run_study,
+    trial_bytes,
     variants,
 )
 from study.interrupt import StudyInterrupted, graceful_stop
@@ -150,9 +151,8 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
     storage.check_writable(args.storage_path)
     arms = len(variants(dataclasses.replace(opts, config_source="best"), space))
     trials = planned_trials(opts, space) + arms * (args.then_reproduce or 0)
+    storage.check_free_space(args.storage_path, trials * trial_bytes(space))
     cfg = resolve(space.trainer_settings(space.defaults()))
-    storage.check_free_space(args.storage_path,
-                             trials * storage.trial_bytes(cfg.architecture, cfg.dataset))
     if not args.address and not args.download:
         # A local study's trials read this machine's files: a missing dataset would fail
         # every trial on every retry. Refused here, before any directory or Ray.

@@ -522,6 +522,14 @@ def planned_trials(opts: StudyOptions, space: Space) -> int:
     return arms * opts.seeds
 
 
+def trial_bytes(space: Space) -> int:
+    """The disk one trial of this space needs in the study's storage (storage.trial_bytes)."""
+    from trainer import resolve
+
+    cfg = resolve(space.trainer_settings(space.defaults()))
+    return storage.trial_bytes(cfg.architecture, cfg.dataset)
+
+
 def _stopped(opts: StudyOptions) -> dict[str, str] | None:
     """Why FatalWatch stopped the study, if it did (study/fatal.py): its record in the study
     directory, or where the storage was full, in the driver's fallback file."""
@@ -556,10 +564,7 @@ def _disk_full(error: BaseException) -> str | None:
 def _full_storage(opts: StudyOptions, space: Space, what: str) -> rundir.DiskFull:
     """The driver's error for a storage that filled during the study: what could not be
     written, and the room that the trials not completed yet need."""
-    from trainer import resolve
-
-    cfg = resolve(space.trainer_settings(space.defaults()))
-    per_trial = storage.trial_bytes(cfg.architecture, cfg.dataset)
+    per_trial = trial_bytes(space)
     completed = 0 if storage.is_uri(opts.path) else sum(
         (_run_summary(os.path.join(opts.path, d)) or {}).get("status") == "completed"
         for d in os.listdir(opts.path))

@@ -37,15 +37,14 @@ class StorageFull(TrialCannotRun):
     """The study's storage is full: the trial could not hand its checkpoint to Tune."""
 
 
-def cannot_run_message(error_text: str) -> str | None:
-    """The message of a TrialCannotRun in a trial's error text (error.txt), if it is one."""
+def cannot_run(error_text: str) -> tuple[str, str] | None:
+    """The kind ("storage_full" or "cannot_run") and message of a TrialCannotRun in a
+    trial's error text (error.txt), if it holds one."""
     found = _MESSAGE.findall(error_text or "")
-    return found[-1][1].strip() if found else None
-
-
-def _kind(error_text: str) -> str:
-    found = _MESSAGE.findall(error_text or "")
-    return "storage_full" if found and found[-1][0] == "StorageFull" else "cannot_run"
+    if not found:
+        return None
+    name, message = found[-1]
+    return ("storage_full" if name == "StorageFull" else "cannot_run"), message.strip()
 
 
 def fallback_file(pid: int | None = None) -> str:
@@ -74,10 +73,10 @@ class FatalWatch(tune.Callback):
                 text = f.read()
         except (OSError, TypeError):
             text = str(trial.get_error() or "")
-        message = cannot_run_message(text)
-        if message is not None:
-            self.stopped = {"trial_id": trial.trial_id, "message": message,
-                            "kind": _kind(text)}
+        found = cannot_run(text)
+        if found is not None:
+            kind, message = found
+            self.stopped = {"trial_id": trial.trial_id, "message": message, "kind": kind}
             try:
                 storage.put_json(f"{self.study_path}/{STOPPED_FILE}", self.stopped)
             except OSError:  # a full storage, most likely: the driver reads it here instead
