@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -62,10 +61,7 @@ CONFIG_KINDS = {f.name: _kind(f.default) for f in dataclasses.fields(Config)
                 if f.name in CONFIG_COLUMNS}
 PATH_COLUMNS = ("run_dir", "study_dir")
 STATUSES = ("completed", "stopped_early", "diverged", "error", "running", "pending", "corrupt")
-# Ray Tune names a trial folder TRAINABLE_ID_NUMBER_PARAMS_DATE; the id is 8 hex digits for
-# trials a searcher suggests (run_trial_1aef82c0_11_...) and 5 hex + a 5-digit index for a
-# grid (run_trial_53563_00002_2_...).
-TRIAL_DIR = re.compile(r"_trial_([0-9a-f]{5}_\d{5}|[0-9a-f]{8})_(\d+)")
+TRIAL_DIR = rundir.TRIAL_DIR
 
 
 class AnalysisError(ValueError):

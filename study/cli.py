@@ -29,7 +29,8 @@ from study.driver import (
 )
 from study.interrupt import StudyInterrupted, graceful_stop
 from study.lock import StudyLocked, claim, refuse_existing
-from study.race import DEFAULTS, SEED_BLOCK, selection_seeds
+from study.printout import print_summary
+from study.race import SEED_BLOCK, selection_seeds
 from study.spaces import SpaceError, available, load_space
 from trainer.config import DEVICES, PRECISIONS, resolve
 from trainer.data import DatasetCorrupt, DatasetMissing, fetch, require_files
@@ -380,7 +381,7 @@ def _claim_and_run(opts: StudyOptions) -> dict:
         raise
     finally:
         lock.release()
-    _print_summary(summary)
+    print_summary(summary)
     return summary
 
 
@@ -391,49 +392,3 @@ def _remove_if_unstarted(path: str) -> None:
         return
     if not any("_trial_" in name for name in os.listdir(path)):
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _print_summary(summary: dict) -> None:
-    print(f"\nstudy {summary['name']} ({summary['mode']}): {summary['num_trials']} trials, "
-          f"{summary['num_completed']} completed, {summary['num_stopped_early']} stopped early, "
-          f"{summary['num_diverged']} diverged, {summary['num_errored']} errored, "
-          f"{summary['wall_seconds']:.0f}s")
-    if summary.get("race"):
-        print(race_table(summary["race"]))
-    if summary["mode"] == "search" and summary["best_config"] is not None:
-        score = summary["best_val_score"]
-        test = summary["best_trial_test_accuracy"]
-        print(f"chosen on validation: {summary['best_config']}"
-              + (f" (validation score {score:.4f}" if score is not None else " (")
-              + (f"; its search trial's test accuracy {test:.4f}, reported, not used to "
-                 "choose)" if test is not None else ")"))
-    print(f"study directory: {summary['path']}")
-    report = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "analysis", "report.py")
-    if os.path.isfile(report):
-        print(f"analyse it: python analysis/report.py {summary['path']}")
-
-
-def race_table(race: dict) -> str:
-    """The race as printed: each entrant's values, search score, score per seed, mean."""
-    decision = race["decision"]
-    seeds = [str(s) for s in decision["seeds"]] or sorted(
-        {k for e in race["entrants"].values() for k in e["val_scores"]})
-    names = list(next(iter(race["entrants"].values()))["config"]) if race["entrants"] else []
-    lines = ["race: validation score of each entrant at full length, per seed (n = "
-             f"{len(decision['seeds'])} seeds shared by every entrant)",
-             "| entrant | " + " | ".join(names) + " | search trial | "
-             + " | ".join(f"seed {s}" for s in seeds) + " | mean | vs defaults |",
-             "|" + "---|" * (len(names) + len(seeds) + 4)]
-    base = decision["means"].get(DEFAULTS)
-    for name, e in race["entrants"].items():
-        mean = decision["means"].get(name)
-        search = (f"{e['search_val_score']:.4f} at step {e['search_steps']}"
-                  if e.get("search_val_score") is not None else "—")
-        vs = "—" if mean is None or base is None or name == DEFAULTS else f"{mean - base:+.4f}"
-        lines.append(f"| {name} | " + " | ".join(f"{e['config'][k]:.4g}" for k in names)
-                     + f" | {search} | " + " | ".join(
-                         f"{e['val_scores'][s]:.4f}" if s in e["val_scores"] else "failed"
-                         for s in seeds)
-                     + f" | {'—' if mean is None else f'{mean:.4f}'} | {vs} |")
-    return "\n".join(lines + [f"decision: {decision['reason']}"])

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import functools
 import json
+import logging
 import os
 import signal
 import socket
@@ -107,17 +108,24 @@ def check_address(address: str) -> None:
 def connect(opts: StudyOptions) -> None:
     import ray
 
+    # Ray's INFO lines (a local instance started, a token saved, state files written) are
+    # not the user's concern unless they ask for Ray's output (--verbose 2).
+    quiet = {"log_to_driver": opts.verbose > 1,
+             "logging_level": logging.INFO if opts.verbose > 1 else logging.WARNING}
     if opts.address:
         try:
-            ray.init(address=opts.address, log_to_driver=opts.verbose > 1)
+            ray.init(address=opts.address, **quiet)
         except (ConnectionError, RuntimeError) as e:
             raise StudyError(f"--address: could not connect to Ray at {opts.address}: {e}") from e
         return
     # A private local instance: loopback only (see LOCAL_ONLY_ENV), no dashboard. "local"
     # rather than nothing: never join a cluster that `ray start` left on this machine.
+    # Ray turns token authentication on for a new local instance, and says so at each start:
+    # right for a private instance, and nothing the user need act on.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+        lambda record: "Token authentication is enabled" not in record.getMessage())
     ray.init(address="local", num_cpus=opts.num_cpus, num_gpus=opts.num_gpus,
-             include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=opts.verbose > 1)
+             include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
 
 
 def resources(opts: StudyOptions, space: Space) -> dict[str, float]:
@@ -266,6 +274,7 @@ def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float],
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
+    from study.console import Console, NoTensorBoardCopy, trial_dirname
     from study.fatal import FatalWatch
     from study.trainable import run_trial
     from study.trust import SealCallback
@@ -277,10 +286,17 @@ def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float],
         return tune.Tuner.restore(opts.path, trainable, resume_unfinished=True,
                                   resume_errored=True)
     watch = FatalWatch(opts.path)  # restored with the study when it resumes
+    shown = [Console(opts.name, planned_trials(opts, space), trial_steps(opts, space),
+                     race_steps(opts, space) if racing(opts) else None)] if opts.verbose else []
     search_alg = scheduler = None
     num_samples = 1
     if opts.mode == "search":
+        import optuna
+
         from study.search import RaceAwareASHA, RaceSearch, make_searcher
+
+        if opts.verbose < 2:  # "A new study created in RDB": the console says what matters
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
 
         total = trial_steps(opts, space)
         search_alg = make_searcher(space, METRIC, MODE, opts.path, opts.name, opts.seed,
@@ -305,7 +321,7 @@ def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float],
             num_samples=num_samples,
             # A worker process serves trial after trial: torch is imported once per slot,
             # not once per trial (seconds each, on short trials most of their time).
-            reuse_actors=True,
+            reuse_actors=True, trial_dirname_creator=trial_dirname,
             max_concurrent_trials=opts.max_concurrent if opts.mode != "search" else None),
         run_config=tune.RunConfig(
             name=opts.name, storage_path=opts.storage_path if storage.is_uri(
@@ -313,9 +329,36 @@ def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float],
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             sync_config=tune.SyncConfig(sync_artifacts=True),
-            callbacks=[watch, *([] if storage.is_uri(opts.path) else [SealCallback(opts.path)])],
-            verbose=opts.verbose),
+            callbacks=[watch, *([] if storage.is_uri(opts.path) else [SealCallback(opts.path)]),
+                       NoTensorBoardCopy(), *shown],
+            # Ray's tables and result boxes only on request: the study has its own console
+            verbose=3 if opts.verbose > 1 else 0),
     )
+
+
+def opening(opts: StudyOptions, space: Space, per_trial: dict[str, float]) -> str:
+    """What the study is about to do, and where to watch it live (README, "Watching a study")."""
+    steps = trial_steps(opts, space)
+    if opts.mode == "search":
+        searcher = "TPE" if opts.searcher == "tpe" else "random search"
+        what = (f"search of {opts.num_samples} trials ({searcher}, {opts.scheduler.upper()} up "
+                f"to {steps} steps)")
+        if racing(opts):
+            what += (f", then a race of {opts.race_finalists} finalist"
+                     f"{'s' if opts.race_finalists > 1 else ''} and the defaults on "
+                     f"{opts.race_seeds} seeds at {race_steps(opts, space)} steps")
+    else:
+        arms = list(METHODS) if opts.mode == "ablation" else list(variants(opts, space))
+        what = (f"{opts.mode} of {len(arms)} arms ({', '.join(arms)}) x {opts.seeds} seeds at "
+                f"{steps} steps")
+    share = f"{per_trial['cpu']:g} CPU" + (f" and {per_trial['gpu']:g} GPU"
+                                           if per_trial["gpu"] else "")
+    lines = [f"study {opts.name}: {what}; {share} per trial"]
+    if not storage.is_uri(opts.path):
+        views = ([f"optuna-dashboard sqlite:///{opts.path}/optuna.db"]
+                 if opts.mode == "search" else []) + [f"tensorboard --logdir {opts.path}"]
+        lines.append("watch it live: " + " · ".join(views))
+    return "\n".join(lines)
 
 
 def _run_summary(trial_path: str) -> dict[str, Any] | None:
@@ -406,8 +449,10 @@ def _trial_record(opts: StudyOptions, space: Space, r) -> dict[str, Any]:
         status = "diverged"
     else:
         status = "stopped_early" if total and steps < total else "completed"
+    number = rundir.TRIAL_DIR.search(os.path.basename(r.path or ""))
     return {"trial_id": m.get("trial_id") or (r.config or {}).get("trial_id"),
-            "phase": phase, "entrant": entrant, "status": status, "steps": steps,
+            "number": int(number.group(2)) if number else None, "phase": phase,
+            "entrant": entrant, "status": status, "steps": steps,
             "error": str(r.error).strip().splitlines()[-1][:300] if r.error else None,
             "val_score": m.get("val_score"),
             "final_val_accuracy": m.get("val_accuracy"),
@@ -586,6 +631,21 @@ def _stop_error(opts: StudyOptions, space: Space, why: dict[str, str]) -> Except
         f"study stopped: {why['message']}. Fix that, then resume with --resume")
 
 
+@contextlib.contextmanager
+def _environ(**values: str):
+    """These environment variables while the block runs, then as they were."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_study(opts: StudyOptions, trial_function=None) -> dict[str, Any]:
     """Validate against the cluster, run (or resume) the study, write study_summary.json.
     `trial_function`: what each trial runs, the trainer by default (build_tuner)."""
@@ -608,6 +668,8 @@ def run_study(opts: StudyOptions, trial_function=None) -> dict[str, Any]:
         from study.fatal import STOPPED_FILE, fallback_file  # imports Ray: after connect()
         reassert()  # after ray.init(), whose own SIGTERM handler would exit at once
         per_trial = resources(opts, space)
+        if opts.verbose:
+            print(opening(opts, space, per_trial), flush=True)
         if not opts.resume:
             storage.put_json(opts.path + "/study.json", {
                 "format": STUDY_FORMAT, "options": asdict(opts), "space": space.to_dict(),
@@ -624,6 +686,11 @@ def run_study(opts: StudyOptions, trial_function=None) -> dict[str, Any]:
                 stack.enter_context(sealing_snapshots(opts.path))
             storage.remove(opts.path + "/" + STOPPED_FILE)  # the last stop's, fixed since
             storage.remove(fallback_file())
+            if opts.verbose < 2:
+                # Tune's newer output engine prints its experiment box and a TensorBoard
+                # path of its own (not the study's) at any verbosity; the older one is silent
+                # at 0, and the one Tune uses in notebooks anyway.
+                stack.enter_context(_environ(RAY_AIR_NEW_OUTPUT="0"))
             tuner = build_tuner(opts, space, per_trial, trial_function)
             t0 = time.perf_counter()
             try:

@@ -41,8 +41,10 @@ class Study:
             args += ["--storage-path", str(self.storage)]
         if "--race-finalists" not in args:
             args += ["--race-finalists", "0"]
+        if "--verbose" not in args:
+            args += ["--verbose", "0"]
         proc = subprocess.Popen(
-            [sys.executable, str(REPO / "study" / "run.py"), *args, "--verbose", "0"],
+            [sys.executable, str(REPO / "study" / "run.py"), *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
             start_new_session=True, env={**os.environ, **(env or {})})
         self.procs.append(proc)

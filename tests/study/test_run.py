@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,7 +22,8 @@ from trainer.own_data import fingerprint
 
 def test_a_digits_study_searches_stops_poor_trials_early_and_summarises(study):
     rc, out = study.run("--space", "digits", "--name", "s", "--num-samples", "6",
-                        "--max-concurrent", "2", "--steps-per-trial", "200", "--seed", "1")
+                        "--max-concurrent", "2", "--steps-per-trial", "200", "--seed", "1",
+                        "--verbose", "1")
     assert rc == 0, out
     path = study.storage / "s"
     summary = json.loads((path / "study_summary.json").read_text())
@@ -59,6 +61,41 @@ def test_a_digits_study_searches_stops_poor_trials_early_and_summarises(study):
     ot = optuna.load_study(study_name="s", storage=f"sqlite:///{path / 'optuna.db'}")
     assert len(ot.trials) == 6
     assert "study directory" in out and "chosen on validation" in out
+    the_console_is_the_studys_own(out, summary, dirs, path)
+
+
+def the_console_is_the_studys_own(out: str, summary: dict, dirs: list[str], path: Path):
+    """No Ray box or table, no hint away from the study; a line per trial start and end that
+    says how it ended; a status line with four-decimal scores; one TensorBoard run a trial."""
+    for ray_output in ("╭", "│", "Trial status", "View detailed results", "driver_artifacts",
+                       "Token authentication", "A new study created", "INFO"):
+        assert ray_output not in out, out
+    lines = out.splitlines()
+    assert len(lines) <= 2 * 6 + 25, out
+    numbers = {t["number"] for t in summary["trials"]}
+    assert numbers == set(range(1, 7))
+    ends = {}
+    for n in numbers:
+        mine = [ln for ln in lines if re.match(rf"trial +{n} ", ln)]
+        assert re.match(rf"trial +{n} started +w=\S+ a=\S+ lr=\S+ wu=\d+$", mine[0]), mine
+        assert len(mine) == 2, mine
+        how = re.match(rf"trial +{n} (completed 200 steps|stopped early at step \d+/200)"
+                       r", val \d\.\d{4} +w=", mine[1])
+        assert how, mine[1]
+        ends[n] = "completed" if how.group(1).startswith("completed") else "stopped_early"
+    assert ends == {t["number"]: t["status"] for t in summary["trials"]}
+    best = max(t["val_score"] for t in summary["trials"])
+    assert re.search(rf"\] s: 0 running, 6/6 done \(\d+ completed, \d+ stopped early\) · "
+                     rf"best val {best:.4f} \(trial \d\)$", out, re.M), out
+    assert re.search(r"^\| trial \| weight \| alpha \| lr \| warmup \| ended", out, re.M)
+    # TensorBoard: the trainer's events in each trial's run/, named by number and values;
+    # Tune's copy (events in the trial folder itself) is not written.
+    events = {os.path.relpath(os.path.dirname(f), path)
+              for f in glob.glob(f"{path}/**/events.out.tfevents.*", recursive=True)}
+    assert events == {os.path.relpath(d, path) + "/run" for d in dirs}
+    for run in events:
+        assert re.fullmatch(r"run_trial_[0-9a-f]{8}_[1-6]_w=[^,]+,a=[^,]+,lr=[^,]+,wu=\d+/run",
+                            run), run
 
 
 def test_a_crashed_trial_is_retried_from_its_checkpoint_or_the_one_before(study, tmp_path):
