@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -215,9 +216,10 @@ def judge(obs: Observer, rc: int, per_trial: dict[str, float],
     return checks
 
 
-def timeline(obs: Observer, events: list[dict[str, Any]], study_end: float,
-             rc: int) -> list[dict[str, Any]]:
-    """Every event, in time order, in seconds from the study's start."""
+def timeline(obs: Observer, events: list[dict[str, Any]], study_end: float | None = None,
+             rc: int | None = None) -> list[dict[str, Any]]:
+    """Every event, in time order, in seconds from the study's start (so far, while the
+    study runs: no study_end)."""
     types = {e["node_id"]: e["type"] for e in events if e["event"] == "running"}
     rows = [{"time": e["time"], "what": f"autoscaler requested {e['count']} x {e['type']}"}
             for e in events if e["event"] == "requested"]
@@ -240,14 +242,37 @@ def timeline(obs: Observer, events: list[dict[str, Any]], study_end: float,
     if obs.killed:
         rows.append({"time": obs.killed["time"], "what": f"worker {obs.killed['node_id'][-5:]} "
                      "lost: its raylet killed (SIGKILL), as a reclaimed spot instance"})
-    rows.append({"time": study_end, "what": f"study driver exited ({rc})"})
+    if study_end is not None:
+        rows.append({"time": study_end, "what": f"study driver exited ({rc})"})
     rows.sort(key=lambda r: r["time"])
     return [{"t": round(r["time"] - obs.t0, 1), "what": r["what"]} for r in rows]
 
 
+class LiveTimeline:
+    """Prints each event of the timeline once, as it is seen (a trial's "last report" moves
+    with every report: that one is left to the record)."""
+
+    def __init__(self, show: Callable[[str], None] | None):
+        self.show, self.shown = show, set()
+
+    def update(self, obs: Observer, monitor_log: Path, study_end: float | None = None,
+               rc: int | None = None) -> None:
+        if self.show is None:
+            return
+        events = monitor_events(monitor_log) if monitor_log.exists() else []
+        for row in timeline(obs, events, study_end, rc):
+            # a worker's type, in brackets, may be learnt after it joined: one line for it
+            key = (row["t"], row["what"].split(" (")[0])
+            if "last report" not in row["what"] and key not in self.shown:
+                self.shown.add(key)
+                self.show(f"{row['t']:8.1f} s  {row['what']}")
+
+
 def rehearse(cluster_yaml: str, out: str, extra: list[str], idle_timeout_minutes: float,
-             lose_worker: bool, timeout: float) -> dict[str, Any]:
-    """Run the rehearsal; its record (checks, timeline, what ran) is also out/rehearsal.json."""
+             lose_worker: bool, timeout: float,
+             show: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the rehearsal, passing each event to `show` as it happens; its record (checks,
+    timeline, what ran) is also out/rehearsal.json."""
     cluster = fake_cluster.load_cluster_yaml(cluster_yaml)
     os.makedirs(out, exist_ok=True)
     name = "rehearsal-" + time.strftime("%Y%m%d-%H%M%S")
@@ -260,6 +285,7 @@ def rehearse(cluster_yaml: str, out: str, extra: list[str], idle_timeout_minutes
 
         obs = Observer(GcsClient(address=fake.address), os.path.join(storage, name))
         obs.poll()
+        live = LiveTimeline(show)
         args = study_args(extra, name, storage, fake.address)
         with open(os.path.join(out, "study.log"), "w") as log:
             proc = subprocess.Popen([sys.executable, str(RUN_PY), *args], stdout=log,
@@ -271,6 +297,7 @@ def rehearse(cluster_yaml: str, out: str, extra: list[str], idle_timeout_minutes
                     obs.poll()
                     if lose_worker:
                         obs.lose_a_worker()
+                    live.update(obs, fake.monitor_log)
                     time.sleep(0.5)
             finally:  # timed out or interrupted: the driver goes too
                 if proc.poll() is None:
@@ -281,6 +308,7 @@ def rehearse(cluster_yaml: str, out: str, extra: list[str], idle_timeout_minutes
         deadline = study_end + idle_timeout_minutes * 60 + 120
         while time.time() < deadline:
             obs.poll()
+            live.update(obs, fake.monitor_log, study_end, rc)
             if all("left" in w for w in obs.workers().values()):
                 break
             time.sleep(1)
@@ -329,14 +357,15 @@ def main(argv: list[str] | None = None) -> int:
         # (resources are the fake cluster's, checked by the driver once it has joined it)
         probe += ["--num-cpus", "1024", "--num-gpus", "1024"]
         options_from_args(build_parser().parse_args(probe))
+        print("rehearsal: starting the cluster of", args.cluster_yaml, "on this machine; "
+              "events as they happen, in seconds from the start", flush=True)
         record = rehearse(args.cluster_yaml, args.out, extra, args.idle_timeout_minutes,
-                          args.lose_worker, args.timeout)
+                          args.lose_worker, args.timeout,
+                          show=lambda line: print(line, flush=True))
     except (fake_cluster.FakeClusterError, StudyError, SpaceError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for row in record["timeline"]:
-        print(f"{row['t']:8.1f} s  {row['what']}")
-    print()
+    print(f"\nthe whole timeline, in time order: {os.path.join(args.out, 'rehearsal.json')}\n")
     if record["study_rc"]:
         log = Path(args.out, "study.log").read_text(errors="replace").splitlines()
         print("the study failed; the end of its log (study.log):", *log[-15:], "", sep="\n")

@@ -5,11 +5,12 @@ packed as asked, survive the loss of a worker, and leave no idle worker behind."
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from study.rehearsal import main, max_packing, monitor_events
+from study.rehearsal import LiveTimeline, Observer, main, max_packing, monitor_events
 from tests.study.helpers import REPO, trial_dirs
 from tests.study.test_reliability import assert_each_trial_once
 
@@ -60,19 +61,41 @@ def test_packing_counts_trials_sharing_a_gpu_at_the_same_time():
     assert max_packing(attempts) == {"n1/gpu0": 2, "n2/gpu0": 1, "n2/gpu1": 1}
 
 
+def test_the_live_timeline_shows_each_event_once_when_first_seen(tmp_path):
+    obs = Observer(gcs=None, study_path=str(tmp_path), t0=100.0)
+    shown = []
+    live = LiveTimeline(shown.append)
+    obs.nodes["n00001"] = {"head": False, "joined": 101.0, "resources": {}}
+    live.update(obs, tmp_path / "monitor.log")
+    obs.attempts["t@103"] = {**attempt("n00001", ["0"], 103.0, 104.0), "trial_id": "t",
+                             "resumed_from_step": 0}
+    live.update(obs, tmp_path / "monitor.log")
+    obs.attempts["t@103"]["last_report"] = 109.0  # moves with every report: not shown
+    live.update(obs, tmp_path / "monitor.log", study_end=110.0, rc=0)
+    assert shown == ["     1.0 s  worker 00001 (worker) joined",
+                     "     3.0 s  trial t started on worker 00001 gpu 0",
+                     "    10.0 s  study driver exited (0)"]
+
+
 @pytest.mark.ray
 def test_a_study_on_cluster_yamls_autoscaling_cluster_scales_up_packs_survives_and_scales_down(
         tmp_path):
     out = tmp_path / "rehearsal"
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "study.rehearsal", "--cluster-yaml", str(REPO / "cluster.yaml"),
          "--out", str(out), "--lose-worker", "--idle-timeout-minutes", "0.1", "--timeout", "400",
          "--", "--num-samples", "2", "--steps-per-trial", "60", "--test-freq", "15"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
-    print(proc.stdout)  # the timeline, for the record
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    arrived = [(time.monotonic(), line) for line in proc.stdout]  # the timeline, as it comes
+    proc.wait(timeout=600)
+    stdout = "".join(line for _, line in arrived)
+    print(stdout)
     record = json.loads((out / "rehearsal.json").read_text())
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 0, stdout
     assert all(record["checks"].values()), record["checks"]
+    # Printed as it happened: the first trial's start long before the driver's exit.
+    when = lambda words: next(t for t, line in arrived if words in line)  # noqa: E731
+    assert when("started on worker") < when("study driver exited") - 5, stdout
 
     # Half a GPU and two CPUs per trial, as the cifar100 space asks; the nodes are
     # cluster.yaml's GPU workers (4 CPUs, 1 GPU): two trials per node, sharing its GPU.
