@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--compile", action="store_true", help="compile each trial's model (torch.compile)")
     a("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     a("--num-gpus", type=float, help="GPUs of the local Ray instance (default: detected)")
-    a("--verbose", type=int, choices=(0, 1, 2), default=1, help="Tune's progress output")
+    a("--verbose", type=int, choices=(0, 1, 2), default=1,
+      help="0: only the summary at the end; 1 (default): a line per trial start and end "
+           "and a status line; 2: also Ray's own tables, result boxes and log lines")
     return p
 
 
