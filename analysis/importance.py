@@ -26,10 +26,14 @@ def importance(trials: pd.DataFrame, params: list[dict[str, Any]],
     optimised), and a note saying on how many trials; None and the reason when there are
     too few completed trials."""
     done = trials[(trials["status"] == "completed") & trials["val_score"].notna()]
+    if "trial_number" in done:  # optuna.db's order: its importances are then these
+        done = done.sort_values("trial_number")
     if len(done) < MIN_TRIALS:
         return None, (f"{len(done)} completed trial(s); importance needs at least "
                       f"{MIN_TRIALS}")
-    distributions = {p["name"]: _distribution(p) for p in params}
+    # in name order, as Optuna's get_param_importances orders them: fANOVA's forest sees
+    # the columns in this order, and the README's snippet on optuna.db then agrees
+    distributions = {p["name"]: _distribution(p) for p in sorted(params, key=lambda p: p["name"])}
     # Rebuild the study in memory from the files: works for merged and copied studies alike.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")

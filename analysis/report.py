@@ -8,8 +8,12 @@ running (its rows are marked partial) and prints the reproduction table.
 from __future__ import annotations
 
 import argparse
+import datetime
+import hashlib
 import os
+import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -18,6 +22,8 @@ import pandas as pd
 from analysis import plots, results, tables
 from analysis.importance import importance
 from analysis.paper import load_paper
+from trainer import rundir
+from trainer.own_data import dataset_name, is_dataset_path
 from trainer.rundir import NotWritable, atomic_write, check_writable
 
 TOP_K = 10
@@ -35,43 +41,103 @@ def _write_table(out: str, name: str, table: pd.DataFrame, display: pd.DataFrame
     return tables.markdown(shown)
 
 
-def _rounded(table: pd.DataFrame) -> pd.DataFrame:
-    return table.apply(lambda c: c.map(lambda v: tables.fmt_number(v, 2 if abs(v) >= 0.1 or
-                                                                    v == 0 else 4))
-                       if c.dtype.kind == "f" else c)
+# One format per kind of figure: errors and their differences in % to 2 decimals; scores
+# and accuracies (fractions) to 4, which separate any two trials on 100 validation images;
+# correlations and importances to 2; searched values to 4 significant figures.
+PERCENT_WORDS = ("error", "gain", "ci95", "difference")
+SCORE_COLUMNS = ("val_score", "val_accuracy", "race_mean", "mean", "search_val_score",
+                 "vs_defaults", "test_accuracy")
+TWO_DECIMALS = ("spearman_rho", "importance")
 
 
-def _scores(table: pd.DataFrame) -> pd.DataFrame:
-    """Validation scores to 4 decimals (a third of an image of 100 is 0.0033), the rest as
-    _rounded shows them."""
-    shown = _rounded(table)
-    for c in table.columns:
-        if c.startswith("seed ") or c in ("mean", "search_val_score", "vs_defaults"):
-            shown[c] = table[c].map(lambda v: tables.fmt_number(v, 4))
-    return shown
+def _format(column: str):
+    if any(w in column for w in PERCENT_WORDS) or column in TWO_DECIMALS:
+        return lambda v: tables.fmt_number(v, 2)
+    if column in SCORE_COLUMNS or column.startswith("seed "):
+        return lambda v: tables.fmt_number(v, 4)
+    return lambda v: "—" if pd.isna(v) else f"{v:.4g}"
 
 
-def write_report(frame: pd.DataFrame, out: str) -> dict[str, str]:
-    """Write every table, plot and report.md into `out`; return name -> path of what was made."""
+def _shown(table: pd.DataFrame) -> pd.DataFrame:
+    """A table's float columns as report.md shows them (the CSV keeps full precision)."""
+    return table.apply(lambda c: c.map(_format(c.name)) if c.dtype.kind == "f" else c)
+
+
+def _commit() -> str:
+    """The analysis code's git commit (with -dirty for uncommitted changes), if it has one."""
+    try:
+        done = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=10"],
+                              cwd=os.path.dirname(os.path.abspath(__file__)),
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown (git not found)"
+    return done.stdout.strip() if done.returncode == 0 else "unknown (not a git checkout)"
+
+
+def _data(frame: pd.DataFrame) -> list[str]:
+    """Per dataset, what identifies the data the numbers rest on: the fingerprint study.json
+    recorded for data of your own; for a built-in set, a digest of the runs' splits (which
+    images were labeled, unlabeled, validation and test), the same for the same seeds."""
+    lines = []
+    for dataset, group in frame[frame["dataset"].notna()].groupby("dataset", sort=True):
+        prints = set()
+        for study_dir in group["study_dir"].dropna().unique():
+            prints.add(results.study_info(study_dir).get("data", {}).get("fingerprint"))
+        prints.discard(None)
+        digest, n = hashlib.sha256(), 0
+        for run_dir in sorted(group["run_dir"].dropna()):
+            try:
+                with open(os.path.join(run_dir, rundir.SPLIT), "rb") as f:
+                    digest.update(f.read())
+                n += 1
+            except OSError:
+                continue
+        name = f"{dataset_name(dataset)} ({dataset})" if is_dataset_path(dataset) else dataset
+        lines.append(f"- {name}: " + (f"fingerprint {', '.join(sorted(prints))}; "
+                                      if prints else "built in; ")
+                     + f"splits of its {n} runs: sha256 {digest.hexdigest()[:16]}")
+    return lines
+
+
+def _header(frame: pd.DataFrame, command: str | None) -> list[str]:
+    """Who made this report, when, from which code and data."""
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    made = f"Made {when}" + (f" by `{command}`" if command else "") + f", commit {_commit()}."
+    return [made, "", "Data:", *_data(frame), ""]
+
+
+def write_report(frame: pd.DataFrame, out: str, command: str | None = None) -> dict[str, str]:
+    """Write every table, plot and report.md into `out`; return name -> path of what was made.
+    `command`: the command line that made it, for the header."""
     os.makedirs(out, exist_ok=True)
     paper = load_paper()
     made: dict[str, str] = {}
-    md: list[str] = ["# MetaSemi report", ""]
+    md: list[str] = ["# MetaSemi report", "", *_header(frame, command)]
 
     md += _sources(frame)
     _write_text(os.path.join(out, "trials.csv"), frame.to_csv(index=False))
     made["trials"] = os.path.join(out, "trials.csv")
 
     repro = tables.reproduction_table(frame, paper)
-    md += ["## Reproduction (final test error, %)", "",
-           "Mean ± sample std over seeds (n) of the test error at the **last** evaluation of "
-           "full-length runs; difference = ours − paper. Arms: the configuration a search chose "
-           "on its validation split, the paper's defaults and the supervised baseline, from "
-           "`--reproduce` studies, and standalone trainer runs of `metasemi`; only completed "
-           "runs. The optimistic column is the authors' convention, the best test error seen "
-           "during training: it selects on the test set and is not a fair estimate.", "",
-           _write_table(out, "reproduction", repro, tables.reproduction_display(repro))]
-    made["reproduction"] = os.path.join(out, "reproduction.csv")
+    shown = tables.reproduction_display(repro) if len(repro) else None
+    if shown is not None:
+        versus = ("; difference = ours − paper" if "difference" in shown else
+                  " (the paper gives no number for these settings)")
+        md += ["## Reproduction (final test error, %)", "",
+               "Mean ± sample std over seeds (n) of the test error at the **last** evaluation "
+               f"of full-length runs{versus}. Arms: the configuration a search chose on its "
+               "validation split, the paper's defaults and the supervised baseline, from "
+               "`--reproduce` studies, and standalone trainer runs of `metasemi`; only "
+               "completed runs. The optimistic column is the authors' convention, the best "
+               "test error seen during training: it selects on the test set and is not a fair "
+               "estimate.", "", _write_table(out, "reproduction", repro, shown)]
+        made["reproduction"] = os.path.join(out, "reproduction.csv")
+        made["arms"] = plots.arms(frame[frame["mode"] == "reproduce"],
+                                  os.path.join(out, "arms.png"))
+        if made["arms"]:
+            md += ["![final test error of each reproduction arm per seed, and their means]"
+                   "(arms.png)", ""]
+    md += [tables.not_run(repro, paper), ""]
 
     gain = tables.tuning_gain(frame, paper)
     if len(gain):
@@ -88,7 +154,8 @@ def write_report(frame: pd.DataFrame, out: str) -> dict[str, str]:
                "The paper's table: meta-gradient pseudo labels × mix-up. From `--ablation` "
                "studies and standalone trainer runs that completed; `ablation.csv` has the "
                "optimistic best-during-training error and the protocol of each cell.", "",
-               _write_table(out, "ablation_table", tables.ablation_wide(ablation))]
+               _write_table(out, "ablation_table", tables.ablation_wide(ablation)),
+               tables.not_run(ablation, paper, ablation=True), ""]
         made["ablation"] = os.path.join(out, "ablation.csv")
 
     searched = frame[frame["mode"] == "search"]
@@ -108,23 +175,20 @@ def write_report(frame: pd.DataFrame, out: str) -> dict[str, str]:
                "validation score (the mean validation accuracy of the second half of its "
                "evaluations). The "
                "search trial's final test error is reported, never used to choose.", "",
-               _write_table(out, "best_configs", best, _rounded(best))]
+               _write_table(out, "best_configs", best, _shown(best))]
         if races:
             race = tables.race_table(races, params)
             md += ["## The race: finalists against the paper's defaults", "",
                    "Each entrant trained at full length on the race's seeds (seeds of its own, "
                    "never the search's nor a reproduction's); validation score per seed, their "
                    "mean (n seeds) and the lead over the defaults. Test figures are not read.",
-                   "", _write_table(out, "race", race, _scores(race)),
+                   "", _write_table(out, "race", race, _shown(race).assign(
+                       chosen=race["chosen"].map({True: "yes", False: ""}))),
                    *tables.race_decisions(races), ""]
             made["race"] = os.path.join(out, "race.csv")
         md += [f"## Top {len(top)} trials by validation score", "",
-               _write_table(out, "top_trials", top, _rounded(top)),
-               "## Does validation rank trials as the test set would?", "",
-               "Spearman's rank correlation between the validation score and the final test "
-               "accuracy over each search's completed trials (1: the same order). Over fewer "
-               f"than {tables.FEW_TRIALS} trials it says little (caveat).", "",
-               _write_table(out, "validation_ranking", ranking, _rounded(ranking))]
+               _write_table(out, "top_trials", top, _shown(top)),
+               *_ranking_section(out, ranking)]
         made["validation_ranking"] = os.path.join(out, "validation_ranking.csv")
         spaces = {s: results.study_info(d).get("space", {}) for s, d in dirs.items()}
         rungs = tables.rung_correlation(frame[frame["mode"] == "search"],
@@ -134,15 +198,19 @@ def write_report(frame: pd.DataFrame, out: str) -> dict[str, str]:
             md += ["## Do ASHA's early rungs predict the final scores?", "",
                    "Spearman's correlation between a trial's validation score at each rung and "
                    "at its end, over the trials that ran the full length (the search's and the "
-                   "race's).", "", _write_table(out, "rung_correlation", rungs, _rounded(rungs))]
+                   "race's).", "", _write_table(out, "rung_correlation", rungs, _shown(rungs))]
             made["rung_correlation"] = os.path.join(out, "rung_correlation.csv")
-        made["curves"] = plots.curves(results.curves(frame), top,
+        names = list(dict.fromkeys(n for ns in params.values() for n in ns))
+        made["curves"] = plots.curves(results.curves(frame), top, names,
                                       os.path.join(out, "curves.png"))
-        made["history"] = plots.history(tables.search_trials(frame),
+        defaults = {s: {p["name"]: p["default"] for p in ps if p.get("default") is not None}
+                    for s, ps in specs.items()}
+        made["history"] = plots.history(tables.search_trials(frame), defaults,
                                         os.path.join(out, "history.png"))
         md += _importance_section(frame, specs, out, made)
-        md += ["## Plots", "", "![validation accuracy of the top trials](curves.png)", "",
-               "![optimisation history](history.png)", ""]
+        md += ["## Plots", "",
+               "![validation and test accuracy of the best search trials](curves.png)", "",
+               "![optimisation history, the paper's defaults starred](history.png)", ""]
         if "importance" in made:
             md += ["![hyperparameter importance](importance.png)", ""]
         for study, study_specs in specs.items():
@@ -150,7 +218,7 @@ def write_report(frame: pd.DataFrame, out: str) -> dict[str, str]:
             made[f"params_{study}"] = plots.params(
                 tables.search_trials(frame[frame["study"] == study]), study_specs,
                 os.path.join(out, name))
-            md += [f"![{study}: each parameter against the error]({name})", ""]
+            md += [f"![{study}: each parameter against the validation score]({name})", ""]
 
     md += _unfinished(frame)
     _write_text(os.path.join(out, "report.md"), "\n".join(md) + "\n")
@@ -158,13 +226,13 @@ def write_report(frame: pd.DataFrame, out: str) -> dict[str, str]:
     return made
 
 
-def write_into(frame: pd.DataFrame, out: str) -> dict[str, str]:
+def write_into(frame: pd.DataFrame, out: str, command: str | None = None) -> dict[str, str]:
     """write_report into a hidden folder inside `out`, then move each file into `out`: a
     report that fails half-way changes nothing there."""
     os.makedirs(out, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".report-", dir=out)
     try:
-        made = write_report(frame, staging)
+        made = write_report(frame, staging, command)
         for name in os.listdir(staging):
             os.replace(os.path.join(staging, name), os.path.join(out, name))
     finally:
@@ -186,22 +254,48 @@ def _sources(frame: pd.DataFrame) -> list[str]:
 
 
 def _importance_section(frame, specs, out: str, made: dict[str, str]) -> list[str]:
-    scores, notes, rows = {}, [], []
+    """fANOVA importance per search study, with the trials it rests on. The same as Optuna's
+    get_param_importances on the study's optuna.db with FanovaImportanceEvaluator(seed=0)
+    (README): the same completed search trials, in the same order."""
+    scores, notes, rows, counts = {}, [], [], {}
     for study, study_specs in specs.items():
         trials = tables.search_trials(frame[frame["study"] == study])
         s, note = importance(trials, study_specs)
-        n = int((trials["status"] == "completed").sum())
+        n = counts[study] = int((trials["status"] == "completed").sum())
         warn = tables.caveat(n)
         notes.append(f"- {study}: {note}" + (f" ({warn})" if warn and s is not None else ""))
         if s is not None:
             scores[study] = s
-            rows += [{"study": study, "parameter": p, "importance": v} for p, v in s.items()]
-    md = ["## Hyperparameter importance", "", *notes, ""]
-    if rows:
-        table = pd.DataFrame(rows)
-        md += [_write_table(out, "importance", table, _rounded(table))]
-        made["importance"] = plots.importance(scores, os.path.join(out, "importance.png"))
-    return md
+            rows += [{"study": study, "parameter": p, "importance": v, "trials": n}
+                     for p, v in s.items()]
+    if not rows:  # no section: one line says why
+        return ["Hyperparameter importance: not computed; " + "; ".join(
+            n.removeprefix("- ") for n in notes) + ".", ""]
+    table = pd.DataFrame(rows)
+    made["importance"] = plots.importance(scores, counts, tables.FEW_TRIALS,
+                                          os.path.join(out, "importance.png"))
+    return ["## Hyperparameter importance", "",
+            "fANOVA (Optuna, seed 0) over each search's full-length trials, for the validation "
+            "score; what `optuna.importance.get_param_importances` gives on its optuna.db "
+            "with `FanovaImportanceEvaluator(seed=0)`.", "", *notes, "",
+            _write_table(out, "importance", table, _shown(table))]
+
+
+def _ranking_section(out: str, ranking: pd.DataFrame) -> list[str]:
+    """Spearman's rho of validation against test per search study: a table of those with
+    enough completed trials, a line for the others (the CSV has every study)."""
+    _write_text(os.path.join(out, "validation_ranking.csv"), ranking.to_csv(index=False))
+    known = ranking[ranking["spearman_rho"].notna()]
+    lines = [f"- {r['study']}: {r['completed_trials']} full-length trials; a rank correlation "
+             "needs at least 3" for _, r in ranking[ranking["spearman_rho"].isna()].iterrows()]
+    if not len(known):
+        return ["Does validation rank trials as the test set would? Not measured:", *lines, ""]
+    return ["## Does validation rank trials as the test set would?", "",
+            "Spearman's rank correlation between the validation score and the final test "
+            "accuracy over each search's full-length trials (1: the same order), and the "
+            f"number of trials it rests on; under {tables.FEW_TRIALS} it says little "
+            "(caveat).", "", _write_table(out, "validation_ranking", known, _shown(known)),
+            *lines, ""]
 
 
 def _unfinished(frame: pd.DataFrame) -> list[str]:
@@ -243,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        made = write_into(frame, args.out)
+        command = shlex.join(["python", "analysis/report.py",
+                              *(sys.argv[1:] if argv is None else argv)])
+        made = write_into(frame, args.out, command)
     except (results.AnalysisError, results.CorruptFile, OSError, ValueError, KeyError,
             TypeError) as e:
         print(f"error: the report could not be made ({type(e).__name__}: {e}); nothing in "
@@ -255,18 +351,18 @@ def main(argv: list[str] | None = None) -> int:
         print("partial results: a study is still running (or a run has not finished)")
     print("reproduction (final test error %, mean ± std over seeds; the optimistic column is "
           "the best test error seen during training):")
-    print(tables.markdown(tables.reproduction_display(repro)))
-    gain = tables.tuning_gain(frame, paper)
-    if len(gain):
-        print("tuning gain (final test error, tuned − default, % points, paired over seeds):")
-        print(tables.markdown(tables.tuning_gain_display(gain)))
-    ranking = tables.validation_ranking(frame)
-    if len(ranking):
-        print("validation ranks the search's completed trials as the test set would "
-              "(Spearman):")
-        print(tables.markdown(_rounded(ranking)))
-    print(f"report: {made['report']} ({len(frame)} trials; tables as CSV and LaTeX, plots as "
-          "PNG beside it)")
+    print(tables.markdown(tables.reproduction_display(repro)) if len(repro) else
+          "no completed full-length run of a reproduction arm yet")
+    print(tables.not_run(repro, paper))
+    for _, g in tables.tuning_gain(frame, paper).iterrows():
+        interval = ("" if pd.isna(g["ci95_low"]) else
+                    f", 95% interval [{g['ci95_low']:+.2f}, {g['ci95_high']:+.2f}]")
+        print(f"tuning gain, {g['study']}: tuned − default final test error "
+              f"{g['gain_mean']:+.2f} points{interval}, paired over "
+              f"{g['n']} seeds" + (f" ({g['note']})" if g["note"] else ""))
+    print(f"report: {made['report']} ({len(frame)} trials; the race, the top trials, "
+          "validation's ranking, importance and plots there; tables as CSV and LaTeX beside "
+          "it)")
     return 0
 
 

@@ -64,6 +64,9 @@ STATUSES = ("completed", "stopped_early", "diverged", "error", "running", "pendi
 TRIAL_DIR = rundir.TRIAL_DIR
 
 
+STANDALONE = "(standalone)"  # the study of standalone trainer runs
+
+
 class AnalysisError(ValueError):
     """A path given to the analysis cannot be read as a study or run; the message says why."""
 
@@ -183,7 +186,8 @@ def run_row(run_dir: str) -> dict[str, Any]:
         row["precision"] = summary.get("precision", row["precision"])
     for kind in ("best", "final"):
         acc = row.get(f"{kind}_test_accuracy")
-        row[f"{kind}_test_error"] = None if acc is None else 1.0 - acc
+        # in %, as every table and report shows it (accuracies stay fractions)
+        row[f"{kind}_test_error"] = None if acc is None else 100.0 * (1.0 - acc)
     return row
 
 
@@ -238,6 +242,11 @@ def _trial_row(trial_dir: str, study: str, mode: str, scheduler: str,
         return {**base, "run_dir": run_dir, "status": "corrupt", "steps": 0,
                 "num_failures": failures, "reason": f"unreadable {_short(str(e), trial_dir)}"}
     row.update(base, num_failures=failures)
+    if mode == "search":
+        # The searched values as the searcher chose them (what optuna.db holds, and what a
+        # reproduction trains); a trial shorter than the full length ran its step-counted
+        # ones scaled to its length (its run/config.json has those).
+        row.update({k: params[k] for k in CONFIG_COLUMNS if k in params})
     if row["status"] not in ("running", "pending"):
         return row
     # Ray appends "Failure # N (occurred at ...)" and the exception for every failure.
@@ -326,7 +335,9 @@ def load_runs(paths: Iterable[str]) -> pd.DataFrame:
         except CorruptFile as e:
             row = {"run_dir": path, "status": "corrupt", "steps": 0,
                    "reason": f"unreadable {_short(str(e), path)}"}
-        row.update(study=None, mode="run", kind="run", trial_id=os.path.basename(path),
+        # a name no study can have (study names are letters, digits, '.', '_', '-'), so
+        # that a groupby over studies keeps the standalone runs as a group of their own
+        row.update(study=STANDALONE, mode="run", kind="run", trial_id=os.path.basename(path),
                    trial_number=None, partial=row["status"] == "running", space=None)
         rows.append(row)
     return _frame(rows)

@@ -44,16 +44,26 @@ def _setting_name(paper: Paper, dataset: str, num_label: int) -> str:
     return f"{dataset_name(dataset) if is_dataset_path(dataset) else dataset}-{num_label}"
 
 
-def _own_only(datasets: pd.Series) -> bool:
-    """Every result is on data of your own: the paper's settings would be empty rows."""
-    known = [d for d in datasets if isinstance(d, str)]  # a corrupt trial's is missing
-    return len(known) > 0 and all(is_dataset_path(d) for d in known)
-
-
 def _keys(paper: Paper, done: pd.DataFrame, with_paper: list[tuple[str, int]]):
-    """(dataset, num_label) rows of a table: the paper's settings, then any other found."""
+    """(dataset, num_label) rows of a table: the settings with results of ours, the paper's
+    first in the paper's order, then any other found. A setting without results has no row
+    (not_run names the paper's)."""
     found = {(d, int(n)) for d, n in zip(done["dataset"], done["num_label"])}
-    return with_paper + sorted(found - set(with_paper))
+    return [k for k in with_paper if k in found] + sorted(found - set(with_paper))
+
+
+def not_run(table: pd.DataFrame, paper: Paper, ablation: bool = False) -> str:
+    """One line: which settings the paper reports and which of them have no result here."""
+    reported = [s.name for s in paper.settings
+                if (any(s.dataset in e for e in paper.ablation.values()) if ablation
+                    else s.metasemi is not None)]
+    shown = set(table["setting"]) if len(table) else set()
+    missing = [name for name in reported if name not in shown]
+    what = "ablation cells" if ablation else "MetaSemi's error"
+    if not missing:
+        return f"The paper reports {what} for {', '.join(reported)}: all are here."
+    return (f"The paper reports {what} for {', '.join(reported)}; not run here: "
+            f"{', '.join(missing)} (no completed full-length run of ours).")
 
 
 def _steps(values: pd.Series) -> str:
@@ -62,8 +72,9 @@ def _steps(values: pd.Series) -> str:
 
 
 def _stats(errors: pd.Series, prefix: str = "error") -> dict[str, float]:
-    """Mean and sample standard deviation (ddof=1; undefined for one value) in %, and n."""
-    values = 100.0 * errors.astype(float)
+    """Mean and sample standard deviation (ddof=1; undefined for one value) of errors in %,
+    and n."""
+    values = errors.astype(float)
     n = len(values)
     return {f"{prefix}_mean": values.mean() if n else math.nan,
             f"{prefix}_std": values.std(ddof=1) if n > 1 else math.nan,
@@ -98,16 +109,14 @@ def reproduction_table(frame: pd.DataFrame, paper: Paper) -> pd.DataFrame:
     done = frame[frame["status"] == "completed"]
     candidates = pd.concat([_arm(done, arm) for _, arm, _ in ARMS])
     rows = []
-    # A study of data of your own only: the paper's settings would be rows of dashes.
-    settings = [] if _own_only(frame["dataset"]) else paper.settings
     for dataset, num_label in _keys(paper, candidates, [(s.dataset, s.num_label)
-                                                        for s in settings]):
+                                                        for s in paper.settings]):
         ref = paper.setting(dataset, num_label)
         here = done[(done["dataset"] == dataset) & (done["num_label"] == num_label)]
         for label, arm, method in ARMS:
             group = _arm(here, arm)
-            if not len(group) and arm != "tuned":
-                continue  # an empty setting shows one row: the tuned arm, awaiting runs
+            if not len(group):
+                continue
             if method == "metasemi":
                 paper_error = ref.metasemi if ref and ref.metasemi is not None else math.nan
             else:
@@ -127,8 +136,7 @@ def ablation_table(frame: pd.DataFrame, paper: Paper) -> pd.DataFrame:
     """Long form: one row per method and setting, the paper's error beside our final test
     error, and the optimistic best-during-training error."""
     done = frame[(frame["status"] == "completed") & frame["mode"].isin(["ablation", "run"])]
-    settings = [] if _own_only(frame["dataset"]) else paper.settings
-    keys = _keys(paper, done, [(s.dataset, s.num_label) for s in settings
+    keys = _keys(paper, done, [(s.dataset, s.num_label) for s in paper.settings
                                if any(s.dataset in errors for errors in paper.ablation.values())])
     rows = []
     for method, meta, mixup in ((m.name, m.meta, m.mixup) for m in METHODS.values()):
@@ -142,7 +150,13 @@ def ablation_table(frame: pd.DataFrame, paper: Paper) -> pd.DataFrame:
                          **_stats(group["final_test_error"]),
                          **_stats(group["best_test_error"], "optimistic_best_error"),
                          **_protocol(group)})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if not len(table):
+        return table
+    # a method with no result of ours in any setting has no row (a setting run for another
+    # method keeps its cell, beside the paper's number)
+    ran = table.groupby("method")["n"].transform("sum") > 0
+    return table[ran].reset_index(drop=True)
 
 
 def ablation_wide(long: pd.DataFrame) -> pd.DataFrame:
@@ -187,7 +201,7 @@ def tuning_gain(frame: pd.DataFrame, paper: Paper) -> pd.DataFrame:
             continue  # --config paper, or an arm with no completed run yet
         tuned, default = (arms[a]["final_test_error"] for a in ("tuned", "default"))
         common = sorted(set(tuned.index) & set(default.index))
-        diffs = [100.0 * (tuned[s] - default[s]) for s in common]
+        diffs = [tuned[s] - default[s] for s in common]
         same = all(arms["tuned"][h].iloc[0] == arms["default"][h].iloc[0]
                    for h in HYPERPARAMETERS)
         mean, low, high = paired_interval(diffs)
@@ -198,8 +212,8 @@ def tuning_gain(frame: pd.DataFrame, paper: Paper) -> pd.DataFrame:
         rows.append({"study": study,
                      "setting": _setting_name(paper, first["dataset"], int(first["num_label"])),
                      "n": len(common), "seeds": ",".join(str(int(s)) for s in common),
-                     "tuned_error": 100.0 * tuned[common].mean() if common else math.nan,
-                     "default_error": 100.0 * default[common].mean() if common else math.nan,
+                     "tuned_error": tuned[common].mean() if common else math.nan,
+                     "default_error": default[common].mean() if common else math.nan,
                      "gain_mean": mean, "ci95_low": low, "ci95_high": high,
                      "excludes_zero": bool(high < 0 or low > 0),
                      "detectable_gain": detectable,
@@ -348,7 +362,7 @@ def best_configs(frame: pd.DataFrame, params: dict[str, list[str]],
         row = {"study": study, "space": best["space"], "chosen_by": "best search trial",
                "trial_id": best["trial_id"], "status": best["status"], "steps": best["steps"],
                "val_score": best["val_score"], "race_mean": math.nan, "race_seeds": 0,
-               "final_test_error": 100.0 * best["final_test_error"], "trials": len(group),
+               "final_test_error": best["final_test_error"], "trials": len(group),
                **{p: best[p] for p in names}}
         race = races.get(study)
         if race is not None:
@@ -365,7 +379,7 @@ def best_configs(frame: pd.DataFrame, params: dict[str, list[str]],
                 t = trial.iloc[0]
                 row.update(trial_id=t["trial_id"], status=t["status"], steps=t["steps"],
                            val_score=t["val_score"],
-                           final_test_error=100.0 * t["final_test_error"])
+                           final_test_error=t["final_test_error"])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -374,9 +388,9 @@ def top_trials(frame: pd.DataFrame, params: dict[str, list[str]], k: int = 10) -
     """The k best search trials by validation score, with their searched values."""
     names = list(dict.fromkeys(p for ps in params.values() for p in ps))
     top = _ranked(search_trials(frame)).head(k)
-    cols = ["study", "trial_id", "status", "steps", "val_score", "final_test_error"]
+    cols = ["study", "trial_number", "trial_id", "status", "steps", "val_score",
+            "final_test_error"]
     out = top[cols + names].copy()
-    out["final_test_error"] *= 100.0
     return out.reset_index(drop=True)
 
 
@@ -410,7 +424,7 @@ def reproduction_display(table: pd.DataFrame) -> pd.DataFrame:
         "steps": table["steps"], "seeds": table["seeds"], "split": table["split"],
         "precision": table["precision"],
     })
-    if _own_only(table["dataset"]):
+    if table["paper_error"].isna().all():  # digits, data of your own: no paper number
         shown = shown.drop(columns=["paper error %", "difference"])
     return shown
 

@@ -92,8 +92,9 @@ class Console(Callback):
     `every_s` seconds as a new line elsewhere (a log file, a notebook, CI)."""
 
     def __init__(self, study: str, planned: int, steps: int, race_steps: int | None = None,
-                 every_s: float = 30.0, redraw_s: float = 2.0):
+                 race_trials: int = 0, every_s: float = 30.0, redraw_s: float = 2.0):
         self.study, self.planned, self.steps, self.race_steps = study, planned, steps, race_steps
+        self.race_trials = race_trials  # of the planned trials, the race's (at race_steps)
         self.every_s, self.redraw_s = every_s, redraw_s
         self.setup()
 
@@ -102,13 +103,14 @@ class Console(Callback):
         self.last_status = self.t0
         self.ended: dict[str, str] = {}  # trial id -> how it ended
         self.latest: dict[str, tuple[float, int | None]] = {}  # trial id -> score, number
+        self.step: dict[str, int] = {}  # trial id -> its latest step
         self.best: tuple[float, int | None] | None = None
         self.drawn = False  # a status line stands at the cursor (terminal only)
         self.resumed: int | None = None  # trials ended before this fit: counted at its start
 
     def __getstate__(self) -> dict:  # pickled with the Tuner; the clock is per driver
         return {k: v for k, v in self.__dict__.items() if k in (
-            "study", "planned", "steps", "race_steps", "every_s", "redraw_s")}
+            "study", "planned", "steps", "race_steps", "race_trials", "every_s", "redraw_s")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -139,12 +141,32 @@ class Console(Callback):
         done = sum(counts.values())
         best = ("best val -" if self.best is None else
                 f"best val {SCORE.format(self.best[0])} (trial {self.best[1]})")
-        left = ""
-        if 0 < done < self.planned:
-            left = f" · about {duration(elapsed / done * (self.planned - done))} left"
+        seconds = self.seconds_left(trials, elapsed)
+        left = "" if seconds is None else f" · about {duration(seconds)} left"
         return (f"[{duration(elapsed):>6}] {self.study}: {running} running, {done}/{self.planned}"
                 f" done ({', '.join(f'{v} {k}' for k, v in counts.items() if v) or 'none yet'})"
                 f" · {best}{left}")
+
+    def seconds_left(self, trials, elapsed: float) -> float | None:
+        """The steps still to train at the rate trained so far: a running trial to its end
+        (a search trial to the mean length of those ended, as ASHA cut them), and the
+        trials not made yet at the search's mean or the race's length."""
+        trained = sum(self.step.values())
+        if not trained or len(self.ended) >= self.planned:
+            return None
+        race = {t.trial_id for t in trials if (t.config or {}).get("phase") == "race"}
+        ended = [self.step.get(t, 0) for t in self.ended if t not in race]
+        search_mean = sum(ended) / len(ended) if ended else self.steps
+        left = 0.0
+        for t in trials:
+            if t.trial_id not in self.ended:
+                total = self.race_steps if t.trial_id in race else search_mean
+                left += max(0.0, (total or 0) - self.step.get(t.trial_id, 0))
+        made_race = len(race)
+        made_search = len(trials) - made_race
+        left += max(0, self.planned - self.race_trials - made_search) * search_mean
+        left += max(0, self.race_trials - made_race) * (self.race_steps or 0)
+        return left * elapsed / trained
 
     # -- Tune's events ------------------------------------------------------------------------
 
@@ -152,6 +174,8 @@ class Console(Callback):
         self._trial_line(trial, "started")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if "step" in result:
+            self.step[trial.trial_id] = int(result["step"])
         score = result.get("val_score")
         if score is not None:  # a trial's latest score counts (a diverged one's is 0)
             self.latest[trial.trial_id] = (float(score), trial_number(trial))

@@ -286,8 +286,11 @@ def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float],
         return tune.Tuner.restore(opts.path, trainable, resume_unfinished=True,
                                   resume_errored=True)
     watch = FatalWatch(opts.path)  # restored with the study when it resumes
+    race = racing(opts)
     shown = [Console(opts.name, planned_trials(opts, space), trial_steps(opts, space),
-                     race_steps(opts, space) if racing(opts) else None)] if opts.verbose else []
+                     race_steps(opts, space) if race else None,
+                     (opts.race_finalists + 1) * opts.race_seeds if race else 0)
+             ] if opts.verbose else []
     search_alg = scheduler = None
     num_samples = 1
     if opts.mode == "search":

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from analysis.importance import importance
 
@@ -31,3 +32,21 @@ def test_only_completed_trials_with_a_score_count_and_too_few_are_said_so():
     frame.loc[:2, "status"] = "stopped_early"
     scores, note = importance(frame, PARAMS)
     assert scores is None and note == "2 completed trial(s); importance needs at least 3"
+
+
+def test_the_readmes_optuna_snippet_gives_the_reports_importance(results):
+    """README: get_param_importances on optuna.db with fANOVA seeded 0 is what report.md shows
+    (the same completed search trials, the same seed, the same order)."""
+    import optuna
+
+    from analysis import load_study
+    from analysis.results import study_params
+    from analysis.tables import search_trials
+
+    path = results["search"]
+    study = optuna.load_study(study_name="digits", storage=f"sqlite:///{path}/optuna.db")
+    readme = optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    ours, note = importance(search_trials(load_study(str(path))), study_params(str(path)))
+    assert note.startswith("fANOVA over 5 completed trials")
+    assert ours.to_dict() == pytest.approx(readme)

@@ -1,6 +1,7 @@
 """`python analysis/report.py` and `python analysis/features.py` on real results."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -68,15 +69,19 @@ def test_the_report_writes_every_table_as_csv_and_latex(report):
 
 def test_the_report_prints_the_reproduction_table(report):
     _, stdout = report
-    assert ("| setting | arm | paper error % | ours: final test error % | difference | "
-            "optimistic: best test error during training % |") in stdout
-    assert "| CIFAR-10-4000 | MetaSemi, tuned on validation | 7.78 | — | — | — |" in stdout
+    # digits has no paper number: no paper column; no row for a setting not run
+    assert ("| setting | arm | ours: final test error % | optimistic: best test error during "
+            "training % |") in stdout
+    assert "CIFAR-10-4000 |" not in stdout
+    assert ("The paper reports MetaSemi's error for SVHN-1000, CIFAR-10-4000, "
+            "CIFAR-100-10000; not run here: SVHN-1000, CIFAR-10-4000, CIFAR-100-10000") in stdout
     for arm in ("MetaSemi, tuned on validation", "MetaSemi, paper's defaults",
                 "supervised baseline", "MetaSemi, standalone runs"):
         line = next(ln for ln in stdout.splitlines() if ln.startswith(f"| digits-50 | {arm} |"))
         assert " ± " in line and "(n=2)" in line and "fp32" in line
-    assert "tuning gain" in stdout and "| digits-reproduce | digits-50 | 7788,7789 |" in stdout
-    assert "Spearman" in stdout
+    assert re.search(r"^tuning gain, digits-reproduce: tuned − default final test error "
+                     r"[+-]\d+\.\d\d points, 95% interval \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\], "
+                     r"paired over 2 seeds", stdout, re.M), stdout
 
 
 def test_importance_covers_every_searched_parameter(report):
@@ -87,13 +92,31 @@ def test_importance_covers_every_searched_parameter(report):
 
 def test_the_plots_are_pictures_with_content(report):
     out, _ = report
-    for name in ("curves", "history", "importance", "params_digits"):
+    for name in ("curves", "history", "importance", "params_digits", "arms"):
         assert_picture(out / f"{name}.png")
+        # drawn at the width report.md is read at (GitHub's 880 pixels), not shrunk to it
+        assert Image.open(out / f"{name}.png").size[0] <= 900
     md = (out / "report.md").read_text()
-    for name in ("curves", "history", "importance", "params_digits"):
+    for name in ("curves", "history", "importance", "params_digits", "arms"):
         assert f"({name}.png)" in md
     assert "## Reproduction" in md and "## Ablation" in md and "finished" in md
     assert "## The race" in md and "means over 2 seeds" in md
+
+
+def test_the_report_says_how_it_was_made_and_leaves_out_what_has_no_result(report, results):
+    out, _ = report
+    md = (out / "report.md").read_text()
+    assert re.search(r"^Made \d{4}-\d\d-\d\d \d\d:\d\d UTC by `python analysis/report.py "
+                     rf"{results['studies']} {results['runs']} --out \S+`, commit \S+\.$", md, re.M)
+    assert re.search(r"^- digits: built in; splits of its 25 runs: sha256 [0-9a-f]{16}$", md, re.M)
+    # no row of dashes for a setting we did not run: one line names them
+    assert "SVHN-1000 |" not in md and "| — | — | — |" not in md
+    assert "not run here: SVHN-1000, CIFAR-10-4000, CIFAR-100-10000" in md
+    # one format per kind: scores to 4 decimals, errors in % to 2, correlations to 2
+    top = md.split("## Top")[1].split("\n## ")[0]
+    for row in [ln for ln in top.splitlines() if ln.startswith("| digits |")]:
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        assert re.fullmatch(r"0\.\d{4}", cells[5]) and re.fullmatch(r"\d+\.\d\d", cells[6]), row
 
 
 def test_a_running_study_and_a_corrupt_trial_are_reported_and_named(results, tmp_path):

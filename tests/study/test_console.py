@@ -109,3 +109,16 @@ def test_a_resumed_study_counts_the_trials_that_ended_before_it(monkeypatch):
     assert "resumed with 2 trials ended before" in out.getvalue()
     assert "2/3 done (1 completed, 1 stopped early) · best val 0.9000 (trial 1) · about" in (
         console.status([done, stopped]))
+
+
+def test_what_is_left_is_the_steps_still_to_train_at_the_rate_trained_so_far(monkeypatch):
+    capture(monkeypatch, tty=False)
+    console = Console("s", planned=6, steps=100, race_steps=300, race_trials=2)
+    a, b, c = trial(1, SEARCHED), trial(2, SEARCHED), trial(3, SEARCHED)
+    for t, step in ((a, 40), (b, 60), (c, 20)):
+        console.on_trial_result(0, [a, b, c], t, {"step": step, "val_score": 0.5})
+    for t in (a, b):
+        console.on_trial_complete(0, [a, b, c], t)
+    # ended search trials average 50 steps: c has 30 to go, one search trial is still to be
+    # made (50), and the race's two (300 each): 680 steps at 120 steps per 12 s
+    assert console.seconds_left([a, b, c], elapsed=12.0) == 68.0
