@@ -15,7 +15,7 @@ from ray.tune import Callback
 from ray.tune.logger import TBXLoggerCallback
 
 # Short names of the searched values, for lines and trial folder names.
-ABBREVIATIONS = {"weight": "w", "alpha": "a", "lr": "lr", "warmup": "wu", "flip": "flip"}
+ABBREVIATIONS = {"weight": "w", "alpha": "a", "lr": "lr", "warmup": "wu", "no_flip": "noflip"}
 # What names a trial of a race, a reproduce or an ablation study, rather than its values.
 LABELS = ("entrant", "variant", "method")
 # Not shown: the race's marker, and keys a trial's config carries for the trainer.

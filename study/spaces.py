@@ -28,7 +28,7 @@ SPACES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spaces")
 CONFIG_FIELDS = {f.name for f in dataclasses.fields(Config)}
 # Fields a space may not set: the study decides where runs go and how they start.
 RESERVED = {"save_path", "resume", "device", "data_path", "download",
-            "test_freq", "dataset"}
+            "test_freq", "dataset", "threads"}  # threads: Ray's OMP_NUM_THREADS per trial
 # A study's full length may be fixed ([fixed] total_steps: every run of it, reproductions
 # included), never searched: trials of different lengths would not compare.
 FIXED_ONLY = {"total_steps"}

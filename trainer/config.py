@@ -72,6 +72,7 @@ class Config:
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     memory_format: str = "auto"  # auto: channels_last on CUDA, contiguous on CPU
     compile: bool = False
+    threads: int = 0  # torch's CPU threads; 0: the CPUs this process may use (trainer/threads.py)
     save_path: str = "./runs/latest"
     resume: str | None = None
 
@@ -234,7 +235,7 @@ def validate(cfg: Config) -> Config:
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             fail(name, f"must be a positive integer, got {value!r}")
-    for name in ("warmup", "seed", "num_val", "image_size"):
+    for name in ("warmup", "seed", "num_val", "image_size", "threads"):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             fail(name, f"must be a non-negative integer, got {value!r}")

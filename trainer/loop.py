@@ -19,6 +19,7 @@ from trainer.models import build_model
 from trainer.progress import Progress
 from trainer.rundir import copy_file, write_csv, write_json
 from trainer.step import STAT_NAMES, Batch, consistency_weight, learning_rate, train_step
+from trainer.threads import apply as set_threads
 
 # Called at every evaluation with the metrics row and the path of the checkpoint just written.
 ReportHook = Callable[[dict[str, float], str], None]
@@ -212,6 +213,29 @@ def _log_row(writer, row: dict[str, float]) -> None:
     writer.flush()
 
 
+ESTIMATE_STEPS = 5  # timed steps behind the run's time estimate
+LONG_ON_CPU_S = 30 * 60
+
+
+def estimate(cfg: Config, step: int, steps_per_s: float, device: torch.device) -> str:
+    """The run's remaining time from a few timed steps; on a CPU, a long one says how to
+    make it shorter."""
+    seconds = (cfg.total_steps - step) / steps_per_s
+    text = (f"estimate: {cfg.total_steps - step} steps at {steps_per_s:.1f} steps/s (timed "
+            f"over {ESTIMATE_STEPS}) take about {_about(seconds)} on {device.type}, "
+            "plus the evaluations")
+    if device.type == "cpu" and seconds > LONG_ON_CPU_S:
+        text += ("; long for a CPU: fewer --total-steps, a smaller --architecture, or a GPU "
+                 "(--device cuda)")
+    return text
+
+
+def _about(seconds: float) -> str:
+    minutes = seconds / 60
+    return (f"{seconds:.0f} s" if seconds < 90 else f"{minutes:.0f} min" if minutes < 90
+            else f"{minutes / 60:.1f} h")
+
+
 def train(cfg: Config, report: ReportHook | None = None, show_progress: bool = True,
           hooks: RunHooks = RunHooks(), existing: rundir.Existing | None = None,
           lock: bool = True) -> dict[str, Any]:
@@ -242,6 +266,7 @@ def _train(cfg: Config, state: dict[str, Any] | None, resumed_file: str | None,
            report: ReportHook | None, show_progress: bool, hooks: RunHooks) -> dict[str, Any]:
     runtime = resolve_runtime(cfg)
     device = runtime.device
+    threads, why = set_threads(cfg.threads)  # before the first kernel: data loading's too
     data = load_for(cfg, device)
     if hooks.loaded_data is not None:
         data = hooks.loaded_data(data)
@@ -266,7 +291,8 @@ def _train(cfg: Config, state: dict[str, Any] | None, resumed_file: str | None,
     writer = SummaryWriter(logdir=run, purge_step=record.step if state is not None else None)
     progress = Progress(cfg.total_steps, record.step, enabled=show_progress)
     progress.message(f"{cfg.method} on {cfg.dataset} ({cfg.num_label} labels, "
-                     f"{cfg.architecture}, {runtime.describe()}) -> {run}"
+                     f"{cfg.architecture}, {runtime.describe()}, {threads} CPU thread"
+                     f"{'s' if threads > 1 else ''}: {why}) -> {run}"
                      + (f", resumed at step {record.step}" if state is not None else ""))
 
     sums = torch.zeros(len(STAT_NAMES), device=device)  # since the last log line
@@ -285,6 +311,11 @@ def _train(cfg: Config, state: dict[str, Any] | None, resumed_file: str | None,
             count_since_start += 1
             record.step += 1
             step = record.step
+            if count_since_start == 1:  # the first step builds kernels and caches: untimed
+                t_timed = time.perf_counter()
+            elif count_since_start == 1 + ESTIMATE_STEPS and step < cfg.total_steps:
+                progress.message(estimate(cfg, step, ESTIMATE_STEPS
+                                          / (time.perf_counter() - t_timed), device))
             evaluating = step % cfg.test_freq == 0 or step == cfg.total_steps
             if not (evaluating or step % cfg.log_freq == 0):
                 continue

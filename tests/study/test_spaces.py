@@ -69,6 +69,14 @@ def test_every_shipped_space_loads_with_the_papers_defaults_first(name, tmp_path
     assert set(space.tune_space()) == set(defaults)
 
 
+def test_the_custom_space_settles_flips_on_validation_starting_without_them(tmp_path):
+    space = load_space("custom", dataset=own_digits(tmp_path))
+    flips = next(p for p in space.params if p.name == "no_flip")
+    assert flips.type == "categorical" and set(flips.choices) == {True, False}
+    assert space.defaults()["no_flip"] is True  # the trainer's default for your data
+    assert resolve(space.trainer_settings({**space.defaults(), "no_flip": False})).no_flip is False
+
+
 def test_svhn_searches_around_its_own_alpha():
     assert load_space("svhn").defaults()["alpha"] == 0.1
     assert load_space("cifar100").fixed["num_label"] == 10000

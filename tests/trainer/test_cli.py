@@ -192,3 +192,53 @@ def test_help_shows_each_flags_preset_per_dataset():
            "(digits 50; cifar10 4000; cifar100 10000; svhn 1000)" in text
     assert "training steps (digits 600; cifar10, cifar100, svhn 400000)" in text
     assert "(digits, cifar10, cifar100 1.0; svhn 0.1)" in text  # alpha
+
+
+def greyscale_folder(root, size=28, per_class=40, classes=10):
+    """A small folder tree of greyscale images of `size` pixels, `classes` classes."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        folder = root / "train" / f"c{c}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8), "L").save(
+                folder / f"{i:03d}.png")
+    return str(root)
+
+
+def settings(*argv):
+    from trainer.cli import settings_from_args
+
+    return settings_from_args(build_parser().parse_args(list(argv)))
+
+
+def test_your_data_on_a_cpu_gets_a_run_of_minutes_and_the_flags_of_the_full_one(tmp_path):
+    # as the issue's set: 5,000 greyscale images of 28 pixels, 10 classes, which the
+    # size-based defaults (made for a GPU) give WRN-28-2 and thousands of steps
+    data = greyscale_folder(tmp_path / "own", per_class=500)
+    full, _ = settings("--dataset", data, "--device", "cuda") if torch.cuda.is_available() \
+        else (None, None)
+    cfg, notes = settings("--dataset", data, "--device", "cpu")
+    assert (cfg.architecture, cfg.total_steps) == ("digitscnn", 1500)
+    assert (cfg.warmup, cfg.milestones) == (1500 // 6, (1125,))  # the schedule follows
+    said = re.fullmatch(r"on a CPU: digitscnn for 1500 steps, a run of minutes; the setting "
+                        r"for your data's size, made for a GPU: --architecture wrn28-2 "
+                        r"--total-steps (\d+)", notes[0])
+    assert said and int(said.group(1)) > 1500, notes
+    if full is not None:
+        assert full.architecture == "wrn28-2"
+    # the network or the length given: the defaults are the user's to set, nothing changes
+    given, notes = settings("--dataset", data, "--device", "cpu", "-a", "wrn28-2")
+    assert given.architecture == "wrn28-2" and not any("on a CPU" in n for n in notes)
+
+
+def test_your_data_trains_without_flips_unless_asked_and_the_start_says_so(tmp_path):
+    data = greyscale_folder(tmp_path / "own")
+    cfg, notes = settings("--dataset", data, "--device", "cpu")
+    assert cfg.no_flip and any(n.startswith("flips: OFF, the default for your data") for n in notes)
+    cfg, notes = settings("--dataset", data, "--device", "cpu", "--flip")
+    assert not cfg.no_flip and not any(n.startswith("flips:") for n in notes)
+    assert not parse("--dataset", "cifar10").no_flip  # the built-in sets keep their presets
