@@ -142,12 +142,14 @@ def test_a_running_study_and_a_corrupt_trial_are_reported_and_named(results, tmp
     (lambda p: (p / "study.json").write_text('{"options": {}, "space": {}}'),
      "has no trials yet"),
 ])
-def test_bad_input_exits_2_with_a_message(tmp_path, make, message):
+def test_bad_input_exits_2_with_a_message(tmp_path, make, message, capsys):
+    from analysis.report import main  # in this process: the commands' own test starts them
+
     target = tmp_path / "target"
     target.mkdir()
     make(target)
-    done = script("report.py", target, "--out", tmp_path / "out")
-    assert done.returncode == 2 and message in done.stderr
+    assert main([str(target), "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -165,9 +167,11 @@ def test_the_feature_map_is_drawn_from_a_real_checkpoint(results, tmp_path):
     assert np.isfinite(points[["x", "y"]].to_numpy()).all()
 
 
-def test_the_feature_map_refuses_a_folder_without_a_checkpoint(tmp_path):
-    done = script("features.py", tmp_path)
-    assert done.returncode == 2 and "no best.pt in this folder" in done.stderr
+def test_the_feature_map_refuses_a_folder_without_a_checkpoint(tmp_path, capsys):
+    from analysis.features import main
+
+    assert main([str(tmp_path)]) == 2
+    assert "no best.pt in this folder" in capsys.readouterr().err
 
 
 def test_a_run_left_out_is_named_in_a_warning_and_the_rest_is_reported(fake_run, tmp_path,
