@@ -19,8 +19,8 @@ def print_summary(summary: dict) -> None:
           f"{summary['num_completed']} completed, {summary['num_stopped_early']} stopped early, "
           f"{summary['num_diverged']} diverged, {summary['num_errored']} errored, "
           f"{summary['wall_seconds']:.0f}s")
-    if summary["mode"] == "search":
-        print(search_table(summary["trials"]))
+    if summary["mode"] == "search":  # with a race, its table holds the finalists
+        print(search_table(summary["trials"], rows=3 if summary.get("race") else SEARCH_ROWS))
     else:
         print(arms_table(summary["trials"], "variant" if summary["mode"] == "reproduce"
                          else "method"))
@@ -33,11 +33,11 @@ def print_summary(summary: dict) -> None:
               + (f" (validation score {score:.4f}" if score is not None else " (")
               + (f"; its search trial's test accuracy {test:.4f}, reported, not used to "
                  "choose)" if test is not None else ")"))
-    print(f"study directory: {summary['path']}")
     report = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "analysis", "report.py")
-    if os.path.isfile(report):
-        print(f"analyse it: python analysis/report.py {summary['path']}")
+    print(f"study directory: {summary['path']}" + (
+        f" (analyse it: python analysis/report.py {summary['path']})"
+        if os.path.isfile(report) else ""))
 
 
 def _number(v: Any) -> str:
