@@ -15,7 +15,12 @@ matplotlib.use("Agg")  # files only; never a window, also on machines without a 
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+)
 
 DPI = 110
 WIDTH = 8.0  # inches: 880 pixels
@@ -38,14 +43,38 @@ def _save(fig, path: str) -> str:
     return path
 
 
-def _scatter(ax, x, y, status: str, size: float = 28) -> None:
+def _scatter(ax, x, y, status: str, size: float = 28, floor: float | None = None) -> None:
+    """Points of one outcome; those under `floor` drawn on it as down-pointing triangles."""
     style = dict(OUTCOMES.get(status, {"marker": "o", "color": "grey", "label": status}))
     label = style.pop("label")
     color = style.pop("color")
+    x, y = pd.Series(list(x)), pd.Series(list(y))
+    below = (y < floor) if floor is not None else pd.Series(False, index=y.index)
+    if below.any():
+        ax.scatter(x[below], [floor] * int(below.sum()), s=size, color=color, marker="v",
+                   clip_on=False, label=f"below the axis ({label})", zorder=4)
+    x, y = x[~below], y[~below]
     if style.get("facecolors") == "none":
         ax.scatter(x, y, s=size, edgecolors=color, label=label, linewidths=1.2, **style)
     else:
         ax.scatter(x, y, s=size, color=color, label=label, **style)
+
+
+def _floor(scores) -> float | None:
+    """Where a score axis starts so that one far-off trial (a failed setting near chance)
+    does not squeeze the others into a band: three interquartile ranges below the lower
+    quartile; None when no score lies below that."""
+    v = pd.Series(list(scores), dtype=float).dropna()
+    if len(v) < 4:
+        return None
+    q1, q3 = v.quantile(0.25), v.quantile(0.75)
+    low = q1 - 3 * max(q3 - q1, 0.01)
+    return low if v.min() < low else None
+
+
+def _score_axis(ax, floor: float | None, top: float) -> None:
+    if floor is not None:
+        ax.set_ylim(floor - 0.01 * (top - floor), top + 0.04 * (top - floor))
 
 
 def _legend_below(fig, handles, labels, columns: int) -> None:
@@ -111,8 +140,11 @@ def history(trials: pd.DataFrame, defaults: dict[str, dict[str, Any]], path: str
                              squeeze=False)
     for ax, study in zip(axes[0], studies):
         t = trials[trials["study"] == study].sort_values("trial_number")
+        floor = _floor(t["val_score"])
         for status, group in t.groupby("status"):
-            _scatter(ax, group["trial_number"], group["val_score"], status)
+            _scatter(ax, group["trial_number"], group["val_score"], status, floor=floor)
+        _score_axis(ax, floor, t["val_score"].max())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         full = t["val_score"].where(t["status"] == "completed")
         ax.step(t["trial_number"], full.cummax().ffill(), where="post", color="black", lw=1,
                 label="best full-length score so far")
@@ -126,7 +158,11 @@ def history(trials: pd.DataFrame, defaults: dict[str, dict[str, Any]], path: str
         ax.set(xlabel="trial", ylabel="validation score",
                title=f"{study}: {len(t)} search trials")
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles, labels = [], []
+    for ax in axes.flat:
+        h, lab = ax.get_legend_handles_labels()
+        handles += h
+        labels += lab
     _legend_below(fig, handles, labels, 2)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     return _save(fig, path)
@@ -159,18 +195,25 @@ def params(trials: pd.DataFrame, specs: list[dict[str, Any]], path: str) -> str:
     rows = math.ceil(len(specs) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(WIDTH, 3.0 * rows), squeeze=False,
                              sharey=True)
+    floor = _floor(trials["val_score"])
     for ax, spec in zip(axes.flat, specs):
         for status, group in trials.groupby("status"):
-            _scatter(ax, group[spec["name"]], group["val_score"], status)
+            _scatter(ax, group[spec["name"]], group["val_score"], status, floor=floor)
+        _score_axis(ax, floor, trials["val_score"].max())
         default = spec.get("default")
         if default is not None and spec["type"] != "categorical":
             at = trials[(trials[spec["name"]] - default).abs() < 1e-9]
             if len(at):
                 ax.scatter(at[spec["name"]], at["val_score"], label="the paper's defaults",
                            **DEFAULTS_STYLE)
-        if spec.get("log"):
-            ax.set_xscale("log")
-            _plain_log_ticks(ax.xaxis)
+        if spec["type"] != "categorical":  # the searched range, not only what was drawn
+            low, high = float(spec["low"]), float(spec["high"])
+            if spec.get("log"):
+                ax.set_xscale("log")
+                _plain_log_ticks(ax.xaxis)
+                ax.set_xlim(low / 1.15, high * 1.15)
+            else:
+                ax.set_xlim(low - 0.04 * (high - low), high + 0.04 * (high - low))
         ax.set(xlabel=spec["name"] + (" (log scale)" if spec.get("log") else ""))
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
