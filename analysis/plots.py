@@ -261,7 +261,14 @@ def arms(trials: pd.DataFrame, path: str) -> str | None:
                         va="center")
         ax.set_xticks(range(len(order)), order)
         ax.set_xlim(-0.4, len(order) - 0.3)
-        ax.set(ylabel="final test error %", title=f"{study}: {d['seed'].nunique()} seeds")
+        title = f"{study}: {d['seed'].nunique()} seeds"
+        tuned, default = (d[d["variant"] == a].head(1) for a in ("tuned", "default"))
+        names = [n for n in ABBREVIATIONS if n in d]
+        if len(tuned) and len(default) and (
+                tuned[names].to_numpy() == default[names].to_numpy()).all():
+            title += "\n(the search kept the paper's defaults: tuned = default)"
+        ax.set(ylabel="final test error %", title=title)
+        ax.title.set_fontsize(10)
         ax.grid(alpha=0.3, axis="y")
     handles = [Line2D([], [], color="grey", marker="o", markerfacecolor="white", lw=0.8,
                       label="one seed, across arms"),
