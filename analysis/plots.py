@@ -77,8 +77,14 @@ def _score_axis(ax, floor: float | None, top: float) -> None:
         ax.set_ylim(floor - 0.01 * (top - floor), top + 0.04 * (top - floor))
 
 
-def _legend_below(fig, handles, labels, columns: int) -> None:
-    unique = dict(zip(labels, handles))  # one entry per label, across panels
+def _legend_below(fig, axes, columns: int) -> None:
+    """One legend under the figure for every panel's entries, each label once."""
+    handles, labels = [], []
+    for ax in axes.flat:
+        h, lab = ax.get_legend_handles_labels()
+        handles += h
+        labels += lab
+    unique = dict(zip(labels, handles))
     fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=columns, fontsize=9,
                frameon=False, bbox_to_anchor=(0.5, -0.02))
 
@@ -158,12 +164,7 @@ def history(trials: pd.DataFrame, defaults: dict[str, dict[str, Any]], path: str
         ax.set(xlabel="trial", ylabel="validation score",
                title=f"{study}: {len(t)} search trials")
         ax.grid(alpha=0.3)
-    handles, labels = [], []
-    for ax in axes.flat:
-        h, lab = ax.get_legend_handles_labels()
-        handles += h
-        labels += lab
-    _legend_below(fig, handles, labels, 2)
+    _legend_below(fig, axes, 2)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     return _save(fig, path)
 
@@ -220,12 +221,7 @@ def params(trials: pd.DataFrame, specs: list[dict[str, Any]], path: str) -> str:
         ax.set_ylabel("validation score")
     for ax in list(axes.flat)[len(specs):]:
         ax.set_visible(False)
-    handles, labels = [], []
-    for ax in axes.flat:
-        h, lab = ax.get_legend_handles_labels()
-        handles += h
-        labels += lab
-    _legend_below(fig, handles, labels, 3)
+    _legend_below(fig, axes, 3)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return _save(fig, path)
 
