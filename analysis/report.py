@@ -137,7 +137,8 @@ def write_report(frame: pd.DataFrame, out: str, command: str | None = None) -> d
         if made["arms"]:
             md += ["![final test error of each reproduction arm per seed, and their means]"
                    "(arms.png)", ""]
-    md += [tables.not_run(repro, paper), ""]
+    if not tables.own_data_only(frame):
+        md += [tables.not_run(repro, paper), ""]
 
     gain = tables.tuning_gain(frame, paper)
     if len(gain):
@@ -155,7 +156,8 @@ def write_report(frame: pd.DataFrame, out: str, command: str | None = None) -> d
                "studies and standalone trainer runs that completed; `ablation.csv` has the "
                "optimistic best-during-training error and the protocol of each cell.", "",
                _write_table(out, "ablation_table", tables.ablation_wide(ablation)),
-               tables.not_run(ablation, paper, ablation=True), ""]
+               "" if tables.own_data_only(frame) else tables.not_run(ablation, paper,
+                                                                      ablation=True), ""]
         made["ablation"] = os.path.join(out, "ablation.csv")
 
     searched = frame[frame["mode"] == "search"]
@@ -353,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
           "the best test error seen during training):")
     print(tables.markdown(tables.reproduction_display(repro)) if len(repro) else
           "no completed full-length run of a reproduction arm yet")
-    print(tables.not_run(repro, paper))
+    if not tables.own_data_only(frame):
+        print(tables.not_run(repro, paper))
     for _, g in tables.tuning_gain(frame, paper).iterrows():
         interval = ("" if pd.isna(g["ci95_low"]) else
                     f", 95% interval [{g['ci95_low']:+.2f}, {g['ci95_high']:+.2f}]")

@@ -52,6 +52,12 @@ def _keys(paper: Paper, done: pd.DataFrame, with_paper: list[tuple[str, int]]):
     return [k for k in with_paper if k in found] + sorted(found - set(with_paper))
 
 
+def own_data_only(frame: pd.DataFrame) -> bool:
+    """Every result is on data of your own: the paper's settings are beside the point."""
+    known = [d for d in frame["dataset"] if isinstance(d, str)]  # a corrupt trial's is missing
+    return len(known) > 0 and all(is_dataset_path(d) for d in known)
+
+
 def not_run(table: pd.DataFrame, paper: Paper, ablation: bool = False) -> str:
     """One line: which settings the paper reports and which of them have no result here."""
     reported = [s.name for s in paper.settings

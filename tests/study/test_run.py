@@ -218,8 +218,10 @@ def is_loopback(raw):
 def test_a_local_study_starts_its_own_ray_on_loopback_only_beside_a_cluster(study, cluster):
     # `ray start` records its address for plain ray.init() calls; the study must not use it
     # (this head has no CPUs: a study that joined it would wait forever).
+    # --verbose 2: Ray's own log lines, which say how it connected, are shown
     proc = study.start("--space", "digits", "--name", "lo", "--num-samples", "1",
-                       "--scheduler", "fifo", "--steps-per-trial", "200", "--test-freq", "50")
+                       "--scheduler", "fifo", "--steps-per-trial", "200", "--test-freq", "50",
+                       "--verbose", "2")
     deadline = time.time() + 120
     while not glob.glob(f"{study.storage}/lo/run_trial_*/run/placement.json"):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[0]
