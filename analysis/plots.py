@@ -22,6 +22,9 @@ from matplotlib.ticker import (  # noqa: E402
     NullFormatter,
 )
 
+from analysis.tables import HYPERPARAMETERS  # noqa: E402
+from trainer.config import SHORT_NAMES  # noqa: E402
+
 DPI = 110
 WIDTH = 8.0  # inches: 880 pixels
 # How a trial ended, in every plot: full-length trials filled, stopped early hollow.
@@ -34,7 +37,6 @@ OUTCOMES = {
 }
 DEFAULTS_STYLE = {"marker": "*", "s": 220, "facecolors": "none", "edgecolors": "black",
                   "linewidths": 1.2, "zorder": 5}
-ABBREVIATIONS = {"weight": "w", "alpha": "a", "lr": "lr", "warmup": "wu"}
 
 
 def _save(fig, path: str) -> str:
@@ -99,8 +101,8 @@ def _plain_log_ticks(axis) -> None:
 
 def short_values(row: pd.Series, names: list[str]) -> str:
     """w=1.25 a=0.519 lr=0.0777 wu=164"""
-    return " ".join(f"{ABBREVIATIONS.get(n, n)}={row[n]:.3g}" if isinstance(row[n], float)
-                    else f"{ABBREVIATIONS.get(n, n)}={row[n]}" for n in names if n in row)
+    return " ".join(f"{SHORT_NAMES.get(n, n)}={row[n]:.3g}" if isinstance(row[n], float)
+                    else f"{SHORT_NAMES.get(n, n)}={row[n]}" for n in names if n in row)
 
 
 def curves(history: pd.DataFrame, top: pd.DataFrame, names: list[str], path: str,
@@ -259,7 +261,7 @@ def arms(trials: pd.DataFrame, path: str) -> str | None:
         ax.set_xlim(-0.4, len(order) - 0.3)
         title = f"{study}: {d['seed'].nunique()} seeds"
         tuned, default = (d[d["variant"] == a].head(1) for a in ("tuned", "default"))
-        names = [n for n in ABBREVIATIONS if n in d]
+        names = [n for n in HYPERPARAMETERS if n in d]  # as tables.tuning_gain compares
         if len(tuned) and len(default) and (
                 tuned[names].to_numpy() == default[names].to_numpy()).all():
             title += "\n(the search kept the paper's defaults: tuned = default)"

@@ -286,17 +286,17 @@ def _importance_section(frame, specs, out: str, made: dict[str, str]) -> list[st
 def _ranking_section(out: str, ranking: pd.DataFrame) -> list[str]:
     """Spearman's rho of validation against test per search study: a table of those with
     enough completed trials, a line for the others (the CSV has every study)."""
-    _write_text(os.path.join(out, "validation_ranking.csv"), ranking.to_csv(index=False))
     known = ranking[ranking["spearman_rho"].notna()]
     lines = [f"- {r['study']}: {r['completed_trials']} full-length trials; a rank correlation "
              "needs at least 3" for _, r in ranking[ranking["spearman_rho"].isna()].iterrows()]
     if not len(known):
+        _write_text(os.path.join(out, "validation_ranking.csv"), ranking.to_csv(index=False))
         return ["Does validation rank trials as the test set would? Not measured:", *lines, ""]
     return ["## Does validation rank trials as the test set would?", "",
             "Spearman's rank correlation between the validation score and the final test "
             "accuracy over each search's full-length trials (1: the same order), and the "
             f"number of trials it rests on; under {tables.FEW_TRIALS} it says little "
-            "(caveat).", "", _write_table(out, "validation_ranking", known, _shown(known)),
+            "(caveat).", "", _write_table(out, "validation_ranking", ranking, _shown(known)),
             *lines, ""]
 
 

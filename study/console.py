@@ -14,8 +14,8 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.logger import TBXLoggerCallback
 
-# Short names of the searched values, for lines and trial folder names.
-ABBREVIATIONS = {"weight": "w", "alpha": "a", "lr": "lr", "warmup": "wu", "no_flip": "noflip"}
+from trainer.config import SHORT_NAMES
+
 # What names a trial of a race, a reproduce or an ablation study, rather than its values.
 LABELS = ("entrant", "variant", "method")
 # Not shown: the race's marker, and keys a trial's config carries for the trainer.
@@ -39,7 +39,7 @@ def short_params(config: dict[str, Any], sep: str = " ") -> str:
     head = [str(config[k]) for k in LABELS if config.get(k) is not None]
     if "seed" in config and (head or config.get("phase") == "race"):
         head.append(f"seed={config['seed']}")
-    rest = [f"{ABBREVIATIONS.get(k, k)}={_value(v)}" for k, v in config.items()
+    rest = [f"{SHORT_NAMES.get(k, k)}={_value(v)}" for k, v in config.items()
             if k not in (*LABELS, *HIDDEN, "seed") and not isinstance(v, dict)]
     if head and config.get("variant") is not None:
         rest = []  # an arm's values are the arm's: its name says them

@@ -25,6 +25,8 @@ FLOAT_RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "weight_decay": (0.0, 1.0, True, False),  # a decay of 1 or more wipes the weights each step
     "momentum": (0.0, 1.0, True, False),  # SGD momentum of 1 or more never forgets, diverges
 }
+# Short names of the searched settings, for console lines, trial folders and plot legends.
+SHORT_NAMES = {"weight": "w", "alpha": "a", "lr": "lr", "warmup": "wu", "no_flip": "noflip"}
 # numpy, torch and Python take seeds below 2**32; the trainer also seeds with seed + 1.
 MAX_SEED = 2**32 - 2
 

@@ -311,11 +311,14 @@ def _train(cfg: Config, state: dict[str, Any] | None, resumed_file: str | None,
             count_since_start += 1
             record.step += 1
             step = record.step
-            if count_since_start == 1:  # the first step builds kernels and caches: untimed
-                t_timed = time.perf_counter()
-            elif count_since_start == 1 + ESTIMATE_STEPS and step < cfg.total_steps:
-                progress.message(estimate(cfg, step, ESTIMATE_STEPS
-                                          / (time.perf_counter() - t_timed), device))
+            if count_since_start in (1, 1 + ESTIMATE_STEPS) and step < cfg.total_steps:
+                if device.type == "cuda":  # queued steps are not done steps: wait for them
+                    torch.cuda.synchronize(device)
+                if count_since_start == 1:  # the first step builds kernels and caches: untimed
+                    t_timed = time.perf_counter()
+                else:
+                    progress.message(estimate(cfg, step, ESTIMATE_STEPS
+                                              / (time.perf_counter() - t_timed), device))
             evaluating = step % cfg.test_freq == 0 or step == cfg.total_steps
             if not (evaluating or step % cfg.log_freq == 0):
                 continue

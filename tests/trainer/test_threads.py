@@ -59,7 +59,8 @@ def test_a_busy_neighbour_is_left_its_cpu_where_no_quota_reserves_ours(tmp_path)
         busy, cpus = busy_cpus(sample_s=0.5)
         assert busy >= 0.7  # the spinner's core, seen from /proc/stat
         n, why = choose(0, cgroup=str(tmp_path / "no-quota"))
-        assert 1 <= n <= AFFINITY - 1 and why.endswith("kept busy by other processes")
+        assert n < AFFINITY  # the spinner's core is left to it
+        assert why.endswith("kept busy by other processes")
     finally:
         spinner.kill()
         spinner.wait()
