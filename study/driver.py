@@ -174,6 +174,24 @@ def plan_resources(opts: StudyOptions, space: Space, capacity: Capacity) -> dict
     return {"cpu": cpus, "gpu": gpus}
 
 
+def slots(per_trial: dict[str, float], max_concurrent: int | None = None) -> int:
+    """How many trials the cluster's live nodes run at once (at least 1)."""
+    import ray
+
+    total = ray.cluster_resources()
+    fits = [int(total.get(name, 0.0) // need + 1e-9)
+            for name, need in (("CPU", per_trial["cpu"]), ("GPU", per_trial["gpu"])) if need]
+    n = max(1, min(fits, default=1))
+    return min(n, max_concurrent) if max_concurrent else n
+
+
+# Tune stages one trial ahead of a searcher, so that it starts a study's workers one after
+# the other: each waits for the one before to have started, its imports slowed by the trials
+# already training (docs/performance.md, "Per-trial overhead"). Staging as many trials as
+# slots starts them together; Tune does the same for a searcher under a ConcurrencyLimiter.
+PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
+
+
 def trial_steps(opts: StudyOptions, space: Space) -> int:
     """The length of this study's trials: a search's top rung, or a reproduce run's."""
     return opts.total_steps or (space.total_steps if opts.mode == "search"
@@ -267,10 +285,11 @@ def trial_base(opts: StudyOptions, space: Space, per_trial: dict[str, float]) ->
 
 
 def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float],
-                trial_function=None):
+                trial_function=None, timing=None):
     """The study's Tuner. `trial_function(config, base)` is what each trial runs: the
     trainer (study.trainable.run_trial), or for the replay's check a recorded table
-    (study.bench.replay.table_trial)."""
+    (study.bench.replay.table_trial). `timing` (study.bench.overhead.DriverTiming) times
+    the driver's callbacks and searcher."""
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
@@ -316,6 +335,10 @@ def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float],
                                       grace_period=min(space.grace_steps, total),
                                       reduction_factor=space.reduction_factor)
     scheduler = scheduler or FIFOScheduler()
+    callbacks = [watch, *([] if storage.is_uri(opts.path) else [SealCallback(opts.path)]),
+                 NoTensorBoardCopy(), *shown]
+    if timing is not None:
+        callbacks, search_alg = timing.wrap(callbacks, search_alg)
     return tune.Tuner(
         trainable,
         param_space=_param_space(opts, space),
@@ -332,8 +355,7 @@ def build_tuner(opts: StudyOptions, space: Space, per_trial: dict[str, float],
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             sync_config=tune.SyncConfig(sync_artifacts=True),
-            callbacks=[watch, *([] if storage.is_uri(opts.path) else [SealCallback(opts.path)]),
-                       NoTensorBoardCopy(), *shown],
+            callbacks=callbacks,
             # Ray's tables and result boxes only on request: the study has its own console
             verbose=3 if opts.verbose > 1 else 0),
     )
@@ -649,9 +671,10 @@ def _environ(**values: str):
                 os.environ[k] = v
 
 
-def run_study(opts: StudyOptions, trial_function=None) -> dict[str, Any]:
+def run_study(opts: StudyOptions, trial_function=None, timing=None) -> dict[str, Any]:
     """Validate against the cluster, run (or resume) the study, write study_summary.json.
-    `trial_function`: what each trial runs, the trainer by default (build_tuner)."""
+    `trial_function`: what each trial runs, the trainer by default; `timing`: see
+    build_tuner."""
     import ray
 
     space = load_space(opts.space, opts.dataset)
@@ -694,7 +717,10 @@ def run_study(opts: StudyOptions, trial_function=None) -> dict[str, Any]:
                 # path of its own (not the study's) at any verbosity; the older one is silent
                 # at 0, and the one Tune uses in notebooks anyway.
                 stack.enter_context(_environ(RAY_AIR_NEW_OUTPUT="0"))
-            tuner = build_tuner(opts, space, per_trial, trial_function)
+            if PENDING_ENV not in os.environ:  # the user's own setting wins
+                stack.enter_context(_environ(**{
+                    PENDING_ENV: str(slots(per_trial, opts.max_concurrent))}))
+            tuner = build_tuner(opts, space, per_trial, trial_function, timing)
             t0 = time.perf_counter()
             try:
                 results = tuner.fit()

@@ -9,6 +9,7 @@ the trial's working directory, synced to the study's storage as artifacts.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
 import socket
@@ -33,11 +34,29 @@ from trainer.data import DatasetCorrupt, DatasetMissing
 from trainer.device import resolve_device
 from trainer.loop import RunHooks, TrainingDiverged
 from trainer.own_data import OwnDataError, fingerprint
+from trainer.phases import PhaseClock
 from trainer.rundir import RUN_DIR, write_json
 
 # "module:function", a function returning TrialHooks: how the reliability tests take part in
 # every trial of a study (tests/study/faults.py). Unset, trials run with no hooks.
 TRIAL_HOOKS_ENV = "METASEMI_TRIAL_HOOKS"
+# A folder: where each trial's time goes, appended as JSON lines per worker process
+# (python -m study.bench overhead). Unset, nothing is timed or written.
+PROFILE_ENV = "METASEMI_PROFILE"
+
+
+# When this worker process had imported the trainer, torch and this module.
+IMPORTED_AT = time.time()
+
+
+def _profile(event: str, **fields: Any) -> None:
+    """One timed event of this worker's trials into METASEMI_PROFILE/worker-PID.jsonl."""
+    folder = os.environ.get(PROFILE_ENV)
+    if not folder:
+        return
+    line = json.dumps({"event": event, "t": time.time(), "pid": os.getpid(), **fields})
+    with open(os.path.join(folder, f"worker-{os.getpid()}.jsonl"), "a") as f:
+        f.write(line + "\n")
 
 
 @dataclass(frozen=True)
@@ -160,11 +179,19 @@ NOT_RETRYABLE = (ConfigError, DatasetMissing, DatasetCorrupt, OwnDataError, Data
 
 def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     """Train one trial: `base` (study-wide trainer settings) overridden by `config` (sampled)."""
+    trial_id = tune.get_context().get_trial_id()
+    if os.environ.get(PROFILE_ENV):
+        import psutil  # Ray's own dependency
+
+        _profile("enter", trial=trial_id, imported=IMPORTED_AT,
+                 process_started=psutil.Process().create_time())
     try:
         _run_trial(config, base)
     except NOT_RETRYABLE as e:
         message = " ".join(str(e).split())  # one line: the study's message is this line
         raise TrialCannotRun(f"node {socket.gethostname()}: {message}") from None
+    finally:  # a trial stopped early ends here too: Tune ends its thread inside a report
+        _profile("exit", trial=trial_id)
 
 
 def _run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
@@ -196,6 +223,7 @@ def _train_and_report(cfg, gpu_memory_cap: int | None = None,
     placement = {
         # What Ray gave this trial, and when it ran: packing and placement, seen afterwards.
         "trial_id": tune.get_context().get_trial_id(), "node": socket.gethostname(),
+        "pid": os.getpid(),  # a worker serves trial after trial (reuse_actors)
         "node_id": ray.get_runtime_context().get_node_id(),
         "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -204,11 +232,18 @@ def _train_and_report(cfg, gpu_memory_cap: int | None = None,
         "gpu_memory_cap_bytes": gpu_memory_cap}
     write_json(os.path.join(RUN_DIR, rundir.PLACEMENT), placement)
     last_row: dict[str, float] = {}
+    clock = PhaseClock()  # the trainer's phases; the report's own, split below
+    _profile("train", trial=placement["trial_id"])
 
     def report(row: dict[str, float], checkpoint_path: str) -> None:
+        t = time.perf_counter()
         placement["last_report"] = time.time()
         write_json(os.path.join(RUN_DIR, rundir.PLACEMENT), placement)
         last_row.update(row)
+        # Before Tune's report, which a trial stopped early never returns from.
+        _profile("report", trial=placement["trial_id"], step=int(row["step"]),
+                 phases=clock.snapshot(), placement=time.perf_counter() - t)
+        t = time.perf_counter()
         tmp = _checkpoint_dir_of(checkpoint_path)
         with tmp:
             try:
@@ -217,6 +252,7 @@ def _train_and_report(cfg, gpu_memory_cap: int | None = None,
                 if e.errno not in rundir.DISK_FULL:
                     raise
                 raise _storage_full(int(row["step"]), checkpoint_path, e) from None
+        _profile("reported", trial=placement["trial_id"], seconds=time.perf_counter() - t)
         if hooks.after_report is not None:
             hooks.after_report(int(row["step"]))
 
@@ -225,7 +261,8 @@ def _train_and_report(cfg, gpu_memory_cap: int | None = None,
         # while the trial runs): a restored trial continues the run there, a new attempt
         # replaces what an attempt that never reported left.
         train(cfg, report=report, show_progress=False, hooks=hooks.run,
-              existing="continue" if cfg.resume else "overwrite", lock=False)
+              existing="continue" if cfg.resume else "overwrite", lock=False, clock=clock)
+        _profile("trained", trial=placement["trial_id"], phases=clock.snapshot())
     except TrainingDiverged as e:
         # Retrying would diverge again from the same checkpoint: end the trial here, failed,
         # with the trainer's reason in run/summary.json. The searcher is told the worst

@@ -16,6 +16,7 @@ from trainer.config import Config
 from trainer.data import DeviceData, IndexStream, augment, check_batch, load_for
 from trainer.device import Runtime, resolve_runtime, widen
 from trainer.models import build_model
+from trainer.phases import PhaseClock
 from trainer.progress import Progress
 from trainer.rundir import copy_file, write_csv, write_json
 from trainer.step import STAT_NAMES, Batch, consistency_weight, learning_rate, train_step
@@ -238,14 +239,16 @@ def _about(seconds: float) -> str:
 
 def train(cfg: Config, report: ReportHook | None = None, show_progress: bool = True,
           hooks: RunHooks = RunHooks(), existing: rundir.Existing | None = None,
-          lock: bool = True) -> dict[str, Any]:
+          lock: bool = True, clock: PhaseClock | None = None) -> dict[str, Any]:
     """Run (or resume) one training run; return the summary also written to summary.json.
 
     The run directory is claimed first (rundir.claim): one trainer writes it at a time,
     and a run already there is refused unless `existing` says otherwise. By default a run
     resumed into its own directory continues it; a resumed run given another directory
     starts that one afresh, leaving its source as it was. `lock=False` leaves the lock out
-    (a study trial's folder, Tune's alone)."""
+    (a study trial's folder, Tune's alone). `clock`, if given, is told where the time
+    goes (trainer/phases.py; the study's overhead benchmark reads it)."""
+    clock = clock or PhaseClock()
     state, resumed_file = None, None
     if cfg.resume:
         state, resumed_file = checkpoint.load_latest(cfg.resume)
@@ -256,17 +259,20 @@ def train(cfg: Config, report: ReportHook | None = None, show_progress: bool = T
         existing = "continue" if here else "refuse"
     held = rundir.claim(cfg.save_path, existing, lock)
     try:
-        return _train(cfg, state, resumed_file, report, show_progress, hooks)
+        clock.lap("resume")
+        return _train(cfg, state, resumed_file, report, show_progress, hooks, clock)
     finally:
         if held is not None:
             held.release()
 
 
 def _train(cfg: Config, state: dict[str, Any] | None, resumed_file: str | None,
-           report: ReportHook | None, show_progress: bool, hooks: RunHooks) -> dict[str, Any]:
+           report: ReportHook | None, show_progress: bool, hooks: RunHooks,
+           clock: PhaseClock) -> dict[str, Any]:
     runtime = resolve_runtime(cfg)
     device = runtime.device
     threads, why = set_threads(cfg.threads)  # before the first kernel: data loading's too
+    clock.lap("setup")
     data = load_for(cfg, device)
     if hooks.loaded_data is not None:
         data = hooks.loaded_data(data)
@@ -275,8 +281,10 @@ def _train(cfg: Config, state: dict[str, Any] | None, resumed_file: str | None,
     if state is not None:
         checkpoint.check_same_split(state, split, cfg.resume)
     split_digests = checkpoint.split_digests(split)
+    clock.lap("data")
     parts = build_parts(cfg, data, runtime)
     record = restore(state, cfg, parts, device) if state is not None else Record()
+    clock.lap("build")
 
     run = cfg.save_path
     paths = {name: os.path.join(run, name) for name in (
@@ -294,6 +302,7 @@ def _train(cfg: Config, state: dict[str, Any] | None, resumed_file: str | None,
                      f"{cfg.architecture}, {runtime.describe()}, {threads} CPU thread"
                      f"{'s' if threads > 1 else ''}: {why}) -> {run}"
                      + (f", resumed at step {record.step}" if state is not None else ""))
+    clock.lap("files")
 
     sums = torch.zeros(len(STAT_NAMES), device=device)  # since the last log line
     nonfinite = torch.zeros((), device=device)
@@ -311,6 +320,7 @@ def _train(cfg: Config, state: dict[str, Any] | None, resumed_file: str | None,
             count_since_start += 1
             record.step += 1
             step = record.step
+            clock.lap("first_step" if count_since_start == 1 else "steps")
             if count_since_start in (1, 1 + ESTIMATE_STEPS) and step < cfg.total_steps:
                 if device.type == "cuda":  # queued steps are not done steps: wait for them
                     torch.cuda.synchronize(device)
@@ -329,10 +339,12 @@ def _train(cfg: Config, state: dict[str, Any] | None, resumed_file: str | None,
                           count)
             stats_now = dict(zip(STAT_NAMES, means))
             progress.show(step, stats_now, record.best if record.history else None)
+            clock.lap("steps")
             if not evaluating:
                 continue
 
             scores = evaluate_step(parts.model, data, runtime, record)
+            clock.lap("evaluate")
             now = time.perf_counter()
             row = {"step": step, "lr": lr, "weight": weight, **stats_now, **scores,
                    "best_test_accuracy": record.best,
@@ -343,19 +355,23 @@ def _train(cfg: Config, state: dict[str, Any] | None, resumed_file: str | None,
                             hooks.save_checkpoint)
             if record.best_step == step:
                 copy_file(paths[rundir.CHECKPOINT], paths[rundir.BEST])
+            clock.lap("checkpoint")
             write_csv(paths[rundir.METRICS], record.history)
             _log_row(writer, row)
             progress.message(f"step {step}: test accuracy {scores['test_accuracy']:.4f} "
                              f"(best {record.best:.4f} at step {record.best_step})")
             if step == cfg.total_steps:  # before the hook: a study may sync the run dir then
                 write_json(paths[rundir.SUMMARY], _summary(cfg, runtime, record))
+            clock.lap("logs")
             if report is not None:
                 report(row, paths[rundir.CHECKPOINT])
+                clock.lap("report")
             sums.zero_()
             count, t_interval = 0, time.perf_counter()
     finally:
         progress.close()
         writer.close()
+        clock.lap("files")
 
     summary = _summary(cfg, runtime, record)
     if not count_since_start:  # resumed a finished run: complete its (maybe new) directory

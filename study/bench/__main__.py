@@ -3,6 +3,7 @@
 import sys
 
 MODES = {"replay": "study.bench.report", "record": "study.bench.record",
+         "overhead": "study.bench.overhead",
          "check": "study.bench.check",
          "live": "study.bench.live"}
 
