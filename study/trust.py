@@ -25,6 +25,7 @@ import hmac
 import json
 import os
 import pickletools
+import re
 import secrets
 import shutil
 import time
@@ -43,6 +44,12 @@ QUARANTINE = "quarantine"
 STUDY_FILES = ("*.pkl", "experiment_state-*.json", "search_gen_state-*.json",
                "basic-variant-state-*.json")
 TRIAL_FILES = ("*.pkl",)  # error.pkl, params.pkl in a trial folder (checkpoints excluded)
+STUDY_NAME = re.compile("|".join(fnmatch.translate(p) for p in STUDY_FILES))
+TRIAL_NAME = re.compile("|".join(fnmatch.translate(p) for p in TRIAL_FILES))
+# A look at every trial folder took 25 ms per thousand trials on a 2-core machine
+# (docs/performance.md, "Ten thousand trials"): once at least 100 times its own length
+# apart, it keeps to 1 % of the driver's time at any study size.
+FULL_LOOK_SPACING = 100
 
 
 class UntrustedStudy(StudyError):
@@ -75,15 +82,15 @@ def _mac(key: bytes, data: bytes) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
-def _state_files(study: str) -> list[str]:
-    """Paths, relative to the study, of every file that a restore would deserialise."""
-    found = [name for name in os.listdir(study)
-             if any(fnmatch.fnmatch(name, p) for p in STUDY_FILES)]
-    for entry in os.listdir(study):
+def _state_files(study: str, trials: set[str] | None = None) -> list[str]:
+    """Paths, relative to the study, of every file that a restore would deserialise: the
+    study's own, and those of the trial folders named in `trials` (all if None)."""
+    entries = os.listdir(study)
+    found = [name for name in entries if STUDY_NAME.match(name)]
+    for entry in entries if trials is None else sorted(trials):
         trial = os.path.join(study, entry)
         if "_trial_" in entry and os.path.isdir(trial):
-            found += [f"{entry}/{name}" for name in os.listdir(trial)
-                      if any(fnmatch.fnmatch(name, p) for p in TRIAL_FILES)]
+            found += [f"{entry}/{name}" for name in os.listdir(trial) if TRIAL_NAME.match(name)]
     return sorted(found)
 
 
@@ -128,6 +135,12 @@ class Sealer:
         self.study, self.key = study, key or load_key()
         self.min_interval, self.last = min_interval, 0.0
         self.seen: dict[str, tuple[int, int]] = {}  # (mtime, size) at the last look
+        # Trial folders of trials that started, ended or failed since the last look at every
+        # folder (SealCallback): the looks in between read only these, and a look at every
+        # folder comes no more often than FULL_LOOK_SPACING times its own length, so that
+        # sealing keeps to a bounded share of the driver as the study grows.
+        self.touched: set[str] = set()
+        self.next_full = 0.0
         self.files = _read_manifest(study, self.key) or {}
 
     def seal_snapshot(self, staging: str) -> None:
@@ -136,8 +149,7 @@ class Sealer:
         before that copy resumes from these sealed copies: nothing of the snapshot is lost."""
         for name in sorted(os.listdir(staging)):
             path = os.path.join(staging, name)
-            if not any(fnmatch.fnmatch(name, p) for p in STUDY_FILES) or not os.path.isfile(
-                    path):
+            if not STUDY_NAME.match(name) or not os.path.isfile(path):
                 continue
             with open(path, "rb") as f:
                 data = f.read()
@@ -159,18 +171,27 @@ class Sealer:
         text = json.dumps({"files": self.files, "mac": _mac(self.key, body.encode())})
         atomic_write(_manifest_path(self.study), lambda f: f.write(text.encode()))
 
+    def touch(self, trial_folder: str) -> None:
+        """Tune may have written state files into this trial folder: look at it next."""
+        self.touched.add(trial_folder)
+
     def seal(self, force: bool = False) -> None:
         """Seal every state file that changed since the last look and is complete (at most
-        once a min_interval unless forced). Tune copies its snapshots into the study in
-        place, so a file may be caught half-written: it is sealed at a later look."""
+        once a min_interval unless forced): the study's own and those of the trial folders
+        touched since the last look at every folder, or, when that is due (or forced), of
+        every folder. Tune copies its snapshots into the study in place, so a file may be
+        caught half-written: it is sealed at a later look."""
         now = time.monotonic()
         if not force and now - self.last < self.min_interval:
             return
         self.last = now
         if not os.path.isdir(self.study):
             return
+        full = force or now >= self.next_full
         changed = False
-        for rel in _state_files(self.study):
+        if full:
+            self.touched = set()
+        for rel in _state_files(self.study, None if full else self.touched):
             path = os.path.join(self.study, rel)
             try:
                 st = os.stat(path)
@@ -186,6 +207,9 @@ class Sealer:
             changed = self._record(rel, data) or changed
         if changed:
             self._write_manifest()
+        if full:
+            took = time.monotonic() - now
+            self.next_full = time.monotonic() + max(self.min_interval, FULL_LOOK_SPACING * took)
 
 
 def verify(study: str, key: bytes | None = None) -> dict[str, list[str]]:
@@ -268,10 +292,33 @@ class SealCallback(Callback):
     def __setstate__(self, state: dict) -> None:
         self.study, self._sealer = state["study"], None
 
-    def _seal(self, force: bool) -> None:
+    def _get(self) -> Sealer:
         if self._sealer is None:
             self._sealer = _ACTIVE.get(self.study) or Sealer(self.study)
-        self._sealer.seal(force)
+        return self._sealer
+
+    def _seal(self, force: bool) -> None:
+        self._get().seal(force)
+
+    def _touch(self, trial) -> None:
+        # Tune writes a trial's params.pkl when it starts and error.pkl when it fails; the
+        # look at the end of this driver step, after Tune's own callbacks, reads them.
+        self._get().touch(os.path.basename(trial.path.rstrip("/")))
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self._touch(trial)
+
+    def on_trial_restore(self, iteration: int, trials: list, trial, **info) -> None:
+        self._touch(trial)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._touch(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._touch(trial)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        self._touch(trial)
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         self._seal(force=False)

@@ -93,6 +93,42 @@ def test_a_half_written_file_is_sealed_only_once_it_is_whole(tmp_path, key):
     assert verify(str(study)) == {"restored_from_seal": [], "quarantined": []}
 
 
+def test_between_looks_at_every_trial_only_the_trials_tune_touched_are_read(tmp_path, key):
+    # A look at every trial folder costs time in proportion to the study's trials: between
+    # two such looks, the sealer reads the study's own files and the folders of trials
+    # that started, ended or failed since (SealCallback touches them).
+    study, _ = fake_study(tmp_path)
+    sealer = Sealer(str(study), min_interval=0)
+    sealer.seal()  # the first look reads every folder
+    assert sealer.next_full > 0
+    sealer.next_full = float("inf")  # no look at every folder is due
+    for name in ("run_trial_0001_2", "run_trial_0002_3"):
+        (study / name).mkdir()
+        (study / name / "params.pkl").write_bytes(pickle.dumps({"lr": 0.2}))
+    (study / "searcher-state-2.pkl").write_bytes(pickle.dumps([2]))
+    sealer.touch("run_trial_0001_2")
+    sealer.seal()
+    sealed = json.loads((study / trust.SEALED / "manifest.json").read_text())["files"]
+    assert "run_trial_0001_2/params.pkl" in sealed and "searcher-state-2.pkl" in sealed
+    assert "run_trial_0002_3/params.pkl" not in sealed
+    sealer.seal(force=True)  # the driver's last look, and any look due, read every folder
+    assert verify(str(study)) == {"restored_from_seal": [], "quarantined": []}
+
+
+def test_the_next_look_at_every_trial_waits_at_least_the_sealing_interval(tmp_path, key):
+    study, _ = fake_study(tmp_path)
+    sealer = Sealer(str(study), min_interval=5)
+    before = trust.time.monotonic()
+    sealer.seal()
+    assert sealer.next_full >= before + 5
+    (study / "run_trial_0009_9").mkdir()
+    (study / "run_trial_0009_9" / "params.pkl").write_bytes(pickle.dumps({}))
+    sealer.last = 0.0  # the interval between looks has passed; the one at every folder not
+    sealer.seal()
+    sealed = json.loads((study / trust.SEALED / "manifest.json").read_text())["files"]
+    assert "run_trial_0009_9/params.pkl" not in sealed
+
+
 def test_the_tune_callback_pickles_without_the_key(tmp_path, key):
     callback = trust.SealCallback(str(tmp_path))
     callback._seal(force=True)
