@@ -3,9 +3,8 @@
 import sys
 
 MODES = {"replay": "study.bench.report", "record": "study.bench.record",
-         "overhead": "study.bench.overhead",
-         "check": "study.bench.check",
-         "live": "study.bench.live"}
+         "check": "study.bench.check", "live": "study.bench.live",
+         "overhead": "study.bench.overhead", "scale": "study.bench.scale"}
 
 
 def main() -> int:

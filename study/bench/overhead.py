@@ -33,14 +33,23 @@ CALLBACK_HOOKS = ("setup", "on_step_begin", "on_step_end", "on_trial_start",
 SEARCHER_HOOKS = ("suggest", "on_trial_result", "on_trial_complete", "save_to_dir")
 
 
-def _timed_method(method, label: str, seconds: dict, calls: dict):
-    def timed(self, *args, **kwargs):
+# Calls whose every duration is kept, not only their sum: TPE's time per suggestion grows
+# with the trials it has seen (python -m study.bench scale).
+KEEP_EACH = ("searcher.suggest",)
+
+
+def _timed_method(method, label: str, seconds: dict, calls: dict,
+                  each: dict | None = None):
+    def timed(*args, **kwargs):
         t = time.perf_counter()
         try:
-            return method(self, *args, **kwargs)
+            return method(*args, **kwargs)
         finally:
-            seconds[label] += time.perf_counter() - t
+            took = time.perf_counter() - t
+            seconds[label] += took
             calls[label] += 1
+            if each is not None and label in KEEP_EACH:
+                each.setdefault(label, []).append(took)
     return timed
 
 
@@ -54,11 +63,13 @@ class DriverTiming:
         self.trials: dict[str, dict[str, Any]] = {}  # trial id -> start, end, results
         self._undo: list[tuple[type, str, Any]] = []
         self.fit_start: float | None = None  # Tune's experiment start (callbacks' setup)
+        self.fit_end: float | None = None
+        self.durations: dict[str, list[float]] = {}
 
     def _time_class(self, cls: type, names: tuple[str, ...], label: str) -> type:
         """A subclass of `cls` whose methods `names` add their time under `label.name`."""
         ns = {name: _timed_method(getattr(cls, name), f"{label}.{name}", self.seconds,
-                                  self.calls)
+                                  self.calls, self.durations)
               for name in names if hasattr(cls, name)}
         return type(cls.__name__, (cls,), {**ns, "__module__": cls.__module__,
                                            "__reduce__": _reduce_to_plain(cls)})
@@ -78,6 +89,9 @@ class DriverTiming:
             def setup(self, **info):
                 timing.fit_start = time.time()
 
+            def on_experiment_end(self, trials, **info):
+                timing.fit_end = time.time()
+
             def on_trial_start(self, iteration, trials, trial, **info):
                 timing.trials.setdefault(trial.trial_id, {"results": 0})["start"] = time.time()
 
@@ -95,10 +109,10 @@ class DriverTiming:
             search_alg = self._timed(search_alg, SEARCHER_HOOKS, "searcher")
         return [TrialTimes(), *timed], search_alg
 
-    def _patch(self, cls: type, name: str, label: str) -> None:
-        original = getattr(cls, name)
-        self._undo.append((cls, name, original))
-        setattr(cls, name, _timed_method(original, label, self.seconds, self.calls))
+    def _patch(self, owner: Any, name: str, label: str) -> None:
+        original = getattr(owner, name)
+        self._undo.append((owner, name, original))
+        setattr(owner, name, _timed_method(original, label, self.seconds, self.calls))
 
     def __enter__(self) -> DriverTiming:
         from ray.tune.execution.tune_controller import TuneController
@@ -111,6 +125,10 @@ class DriverTiming:
         self._patch(Sealer, "seal_snapshot", "snapshot.seal")
         self._patch(Sealer, "seal", "seal.look")
         self._patch(ASHAScheduler, "on_trial_result", "scheduler.on_trial_result")
+        from study import driver
+
+        self._patch(driver, "summarise", "driver.summarise")
+        self._patch(driver, "reconcile", "driver.reconcile")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -167,7 +185,8 @@ def _run_one(argv: list[str], out: str, profile: str) -> None:
               "driver_peak_mb": cpu1.ru_maxrss / 1024, "summary": summary,
               "seconds": dict(timing.seconds), "calls": dict(timing.calls),
               "trials": timing.trials, "slots": _slots(opts),
-              "fit_start": timing.fit_start}
+              "fit_start": timing.fit_start, "durations": timing.durations,
+              "wall_fit": (timing.fit_end or time.time()) - (timing.fit_start or t0)}
     with open(out, "w") as f:
         json.dump(record, f, default=str)
 
