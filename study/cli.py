@@ -16,6 +16,7 @@ import sys
 from study import storage
 from study.capacity import local_capacity
 from study.driver import (
+    CHECKPOINT_EVERY_S,
     LOCAL_ONLY_ENV,
     SEARCHERS,
     StudyError,
@@ -87,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-concurrent", type=int, help="at most this many trials at once")
     a("--max-failures", type=int, default=2, help="retries of a crashed trial, each from its "
                                                   "last checkpoint")
+    a("--checkpoint-every", type=float, default=CHECKPOINT_EVERY_S, metavar="SECONDS",
+      help="a trial's reports carry a checkpoint (what a retry resumes from) at most this "
+           f"often, and always its last (default {CHECKPOINT_EVERY_S:g}; 0: every evaluation)")
     a("--seed", type=int, default=0,
       help="the Optuna sampler's seed; it also picks the search's and the race's trainer "
            "seeds (never those of --reproduce)")
@@ -142,6 +146,7 @@ def options_from_args(args: argparse.Namespace) -> StudyOptions:
         gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
         cap_gpu_memory=args.cap_gpu_memory,
         max_concurrent=args.max_concurrent, max_failures=args.max_failures, seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
         seeds=args.reproduce or args.ablation or 3, config_source=args.config,
         race_finalists=args.race_finalists, race_seeds=args.race_seeds,
         total_steps=args.steps_per_trial, test_freq=args.test_freq, data_path=args.data_path,
@@ -197,6 +202,9 @@ def _check_numbers(args: argparse.Namespace) -> None:
                  "steps_per_trial", "test_freq"):
         positive(name, getattr(args, name))
     positive("max_failures", args.max_failures, allow_zero=True)
+    if not (math.isfinite(args.checkpoint_every) and args.checkpoint_every >= 0):
+        raise StudyError(f"--checkpoint-every: seconds >= 0 (0: every evaluation), got "
+                         f"{args.checkpoint_every}")
     positive("race_finalists", args.race_finalists, allow_zero=True)
     if args.race_finalists and not 2 <= args.race_seeds < SEED_BLOCK:
         raise StudyError(f"--race-seeds: {args.race_seeds}: the race needs at least 2 seeds to "

@@ -27,6 +27,12 @@ from trainer.own_data import fingerprint, is_dataset_path
 # this is "0", as it does on macOS and Windows. Read when Ray is imported, so it is set
 # before that, and only for a local instance: a driver joining a cluster needs its real IP.
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Each Tune checkpoint is copied into the study's storage with the trial's run directory,
+# and every second one per trial forces Tune to snapshot the whole experiment, which grows
+# with the study's trials (docs/performance.md, "Ten thousand trials"). A crashed trial
+# loses at most this much training; the digits main job's trials, of seconds, checkpoint
+# only at their end.
+CHECKPOINT_EVERY_S = 30.0
 # What the searcher and ASHA optimise: the trainer's validation score (the mean validation
 # accuracy of the second half of the evaluations, trainer.loop.selection_score). Nothing they read
 # depends on the test set.
@@ -60,6 +66,9 @@ class StudyOptions:
     cpus_per_trial: float | None = None
     max_concurrent: int | None = None
     max_failures: int = 2
+    # A trial's report carries a Tune checkpoint at most this often (and always its last):
+    # what a retried trial resumes from (study/trainable.py). 0: at every evaluation.
+    checkpoint_every: float = CHECKPOINT_EVERY_S
     seed: int = 0  # the searcher's seed; it also picks the search's and the race's trainer seeds
     seeds: int = 3  # runs per configuration in reproduce/ablation modes
     # After a search, its best race_finalists and the defaults train at full length on
@@ -273,8 +282,10 @@ def data_record(space: Space) -> dict[str, Any]:
 def trial_base(opts: StudyOptions, space: Space, per_trial: dict[str, float]) -> dict[str, Any]:
     """What every trial gets besides its sampled values: trainer settings, and the keys
     run_trial takes out first (`gpu_share`: cap the GPU memory; `variants`: reproduce arms;
-    `full_schedule`, `race_steps`: the schedule and the race's length)."""
+    `full_schedule`, `race_steps`: the schedule and the race's length; `checkpoint_every`:
+    how often its reports carry a checkpoint)."""
     base = _base_settings(opts, space)
+    base["checkpoint_every"] = opts.checkpoint_every
     if opts.cap_gpu_memory and 0 < per_trial["gpu"] < 1:
         base["gpu_share"] = per_trial["gpu"]  # study/gpu_share.py
     if opts.mode == "reproduce":

@@ -55,7 +55,9 @@ def study_args(extra: list[str], name: str, storage: str, address: str | None) -
             "--gpus-per-trial", f"{packing.gpus_per_trial:g}",
             "--cpus-per-trial", f"{packing.cpus_per_trial:g}",
             "--steps-per-trial", "100", "--test-freq", "25", "--max-failures", "3",
-            *extra, "--name", name, "--storage-path", storage,
+            # trials of seconds: a checkpoint at every evaluation, so that a lost node's
+            # trials resume mid-way, as long trials do on a real cluster
+            "--checkpoint-every", "0", *extra, "--name", name, "--storage-path", storage,
             *(["--address", address] if address else []), "--verbose", "0"]
 
 

@@ -164,6 +164,7 @@ def trial_settings(config: dict[str, Any], base: dict[str, Any]) -> dict[str, An
     config, base = dict(config), dict(base)
     full = Schedule(**base.pop("full_schedule"))
     race = base.pop("race_steps", None)
+    base.pop("checkpoint_every", None)  # the trial function's, not the trainer's
     arms = base.pop("variants", None)
     if arms is not None:  # a reproduce study: the arm's values, then this trial's seed
         config = {**arms[config.pop("variant")], **config}
@@ -197,6 +198,8 @@ def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
 def _run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     config, base = dict(config), dict(base)
     share = base.pop("gpu_share", None)  # the trial's GPU fraction, when its memory is capped
+    # A study started before 2026-12-02 had no such key: it checkpointed every evaluation.
+    every = base.pop("checkpoint_every", 0.0)
     cap = cap_cuda_memory(share) if share and resolve_device(base["device"]).type == "cuda" \
         else None
     check_data(base.get("dataset"), base.pop("data_fingerprint", None))
@@ -209,11 +212,17 @@ def _run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
         latest = tune.get_checkpoint()
         if latest is not None:
             settings["resume"] = _restore(latest, restore_dir)
-        _train_and_report(resolve(settings), cap, trial_hooks())
+        _train_and_report(resolve(settings), cap, trial_hooks(), every)
+
+
+def checkpoint_due(step: int, total_steps: int, since_last: float, every: float) -> bool:
+    """Whether a report carries a Tune checkpoint: the trial's last, or one `every` seconds
+    or more after the last it carried (or after the trial's start)."""
+    return step >= total_steps or since_last >= every
 
 
 def _train_and_report(cfg, gpu_memory_cap: int | None = None,
-                      hooks: TrialHooks = TrialHooks()) -> None:
+                      hooks: TrialHooks = TrialHooks(), checkpoint_every: float = 0.0) -> None:
     resumed_from, fallback = 0, []
     if cfg.resume:
         with warnings.catch_warnings(record=True) as caught:  # train() warns for itself
@@ -233,6 +242,7 @@ def _train_and_report(cfg, gpu_memory_cap: int | None = None,
     write_json(os.path.join(RUN_DIR, rundir.PLACEMENT), placement)
     last_row: dict[str, float] = {}
     clock = PhaseClock()  # the trainer's phases; the report's own, split below
+    last_checkpoint = [time.perf_counter()]  # when the last checkpoint reached Tune
     _profile("train", trial=placement["trial_id"])
 
     def report(row: dict[str, float], checkpoint_path: str) -> None:
@@ -244,14 +254,19 @@ def _train_and_report(cfg, gpu_memory_cap: int | None = None,
         _profile("report", trial=placement["trial_id"], step=int(row["step"]),
                  phases=clock.snapshot(), placement=time.perf_counter() - t)
         t = time.perf_counter()
-        tmp = _checkpoint_dir_of(checkpoint_path)
-        with tmp:
-            try:
-                tune.report(dict(row), checkpoint=tune.Checkpoint.from_directory(tmp.name))
-            except OSError as e:  # Tune's copy into the study's storage
-                if e.errno not in rundir.DISK_FULL:
-                    raise
-                raise _storage_full(int(row["step"]), checkpoint_path, e) from None
+        if not checkpoint_due(int(row["step"]), cfg.total_steps, t - last_checkpoint[-1],
+                              checkpoint_every):
+            tune.report(dict(row))  # the run directory reaches storage at the trial's end
+        else:
+            tmp = _checkpoint_dir_of(checkpoint_path)
+            with tmp:
+                try:
+                    tune.report(dict(row), checkpoint=tune.Checkpoint.from_directory(tmp.name))
+                except OSError as e:  # Tune's copy into the study's storage
+                    if e.errno not in rundir.DISK_FULL:
+                        raise
+                    raise _storage_full(int(row["step"]), checkpoint_path, e) from None
+            last_checkpoint.append(time.perf_counter())
         _profile("reported", trial=placement["trial_id"], seconds=time.perf_counter() - t)
         if hooks.after_report is not None:
             hooks.after_report(int(row["step"]))

@@ -26,6 +26,8 @@ def run(tmp_path, capsys):
     (["--gpus-per-trial", "inf"], r"--gpus-per-trial: must be a finite number, got inf"),
     (["--then-reproduce", "2", "--reproduce", "2"], r"choose one mode"),
     (["--max-failures", "-1"], r"--max-failures: must be >= 0"),
+    (["--checkpoint-every", "-1"], r"--checkpoint-every: seconds >= 0 \(0: every evaluation\)"),
+    (["--checkpoint-every", "nan"], r"--checkpoint-every: seconds >= 0"),
     (["--reproduce", "2", "--ablation", "2"], r"choose one mode"),
     (["--resume", "--name", "never-ran"], r"--resume: no study 'never-ran' to resume"),
     (["--reproduce", "3"], r"--reproduce: no finished study 'digits'.*--config paper"),

@@ -75,7 +75,7 @@ def test_a_driver_killed_at_any_moment_resumes_without_rerunning_finished_trials
     # Three trials, one at a time.
     proc = study.start("--space", "digits", "--name", "k", "--num-samples", "3",
                        "--scheduler", "fifo", "--max-concurrent", "1", "--steps-per-trial",
-                       "60", "--test-freq", "30", env=env)
+                       "60", "--test-freq", "30", "--checkpoint-every", "0", env=env)
     path = study.storage / "k"
     if moment == "early":
         wait_for(lambda: any(os.path.exists(f"{d}/run/placement.json")
@@ -169,7 +169,8 @@ def test_a_full_storage_path_is_reported_before_any_trial(study, tmp_path):
 
 def test_a_storage_that_fills_during_a_study_stops_it_and_resume_continues(study, tmp_path):
     args = ["--space", "digits", "--name", "f", "--num-samples", "2", "--scheduler", "fifo",
-            "--steps-per-trial", "30", "--test-freq", "10", "--max-concurrent", "1"]
+            "--steps-per-trial", "30", "--test-freq", "10", "--max-concurrent", "1",
+            "--checkpoint-every", "0"]
     with small_disk(tmp_path / "small", "24m") as small:
         filler = small / "filler"
         rc, out = study.run(*args, "--storage-path", small, env=fault_env(

@@ -43,3 +43,12 @@ def test_a_reused_worker_starts_each_trial_as_a_fresh_process_would(results, tmp
                        check=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
                        capture_output=True)
         assert _rows(again / "metrics.csv") == _rows(Path(d, "run", "metrics.csv")), method
+
+
+def test_a_report_carries_a_checkpoint_at_the_end_and_at_most_once_an_interval():
+    from study.trainable import checkpoint_due
+
+    assert checkpoint_due(600, 600, since_last=0.1, every=30)  # the last: always
+    assert not checkpoint_due(550, 600, since_last=29.9, every=30)
+    assert checkpoint_due(550, 600, since_last=30.0, every=30)
+    assert checkpoint_due(50, 600, since_last=0.0, every=0)  # 0: every evaluation
