@@ -7,6 +7,8 @@ trainer's step, so that TPE never mistakes a partial-training result for a finis
 from __future__ import annotations
 
 import copy
+import heapq
+import math
 import os
 
 import optuna
@@ -71,11 +73,116 @@ class StudySearch(OptunaSearch):
 
 # Optuna's TPE settings for a study (measured on the replay benchmark, docs/search-benchmark.md).
 TPE_OPTIONS: dict[str, bool] = {"multivariate": False, "constant_liar": False}
+# TPE's time per suggestion grows linearly with the finished trials it conditions on: on one
+# core, 20 ms at 1,000 and 180-220 ms at 10,000 (in memory; python -m study.bench.tpe), most
+# of the 0.5 s a trial of a 2-slot study of 1-s trials leaves the driver. Past this many,
+# TPE sees the best and the most recent ones only (29 ms at 10,000); smaller studies, all
+# that run today, get plain TPE.
+TPE_MAX_HISTORY = 1000
+# Optuna's default gamma puts min(ceil(n / 10), 25) trials in TPE's "good" set, 25 from 241
+# on: keeping the 25 best leaves that set, TPE's model of where good trials lie, as it is
+# without a cap. What the cap drops are old trials of the "bad" set, which TPE's default
+# weights count less the older they are.
+TPE_KEEP_BEST = 25
+
+
+_SEEN = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # what TPE reads
+
+
+def _rank(trial: optuna.trial.FrozenTrial, sign: float) -> tuple:
+    """Smaller is better, in the order TPE splits trials: COMPLETE by value, then PRUNED
+    by the furthest step reached and the value there (optuna's _split_trials)."""
+    if trial.state == optuna.trial.TrialState.COMPLETE:
+        return (0, sign * trial.value, 0.0)
+    if trial.intermediate_values:
+        step, value = max(trial.intermediate_values.items())
+        return (1, -step, math.inf if math.isnan(value) else sign * value)
+    return (1, 1, 0.0)
+
+
+class _History:
+    """A study as TPE reads it: all of it, but for the finished trials `sampler` keeps."""
+
+    def __init__(self, study: optuna.Study, sampler: CappedTPESampler):
+        self._study, self._sampler = study, sampler
+
+    def __getattr__(self, name: str):
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False):
+        # With use_cache, Optuna hands out one list of all trials per suggestion: the trials
+        # kept are chosen once from it, not once per parameter and call.
+        everything = self._study._get_trials(deepcopy=False, states=None, use_cache=use_cache)
+        kept = self._sampler._kept(self._study, everything)
+        if kept is everything:
+            return self._study._get_trials(deepcopy=deepcopy, states=states,
+                                           use_cache=use_cache)
+        trials = kept if states is None else [t for t in kept if t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+
+class CappedTPESampler(optuna.samplers.TPESampler):
+    """TPE that conditions on at most `max_history` finished trials: the `keep_best` best
+    (as TPE ranks them) and the most recent others. Up to `max_history` finished trials it
+    is plain TPE, draw for draw; `max_history=None` never caps."""
+
+    def __init__(self, *, max_history: int | None = TPE_MAX_HISTORY,
+                 keep_best: int = TPE_KEEP_BEST, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if max_history is not None and not max(keep_best, self._n_startup_trials) < max_history:
+            raise ValueError(f"max_history ({max_history}) must exceed keep_best ({keep_best}) "
+                             f"and n_startup_trials ({self._n_startup_trials})")
+        self.max_history, self.keep_best = max_history, keep_best
+        self._memo: tuple[list, int, list] | None = None  # all trials, their number, kept
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_memo": None}  # Tune's searcher checkpoints: no trials
+
+    def _kept(self, study: optuna.Study, trials: list) -> list:
+        """`trials`, less the finished ones beyond the cap (`trials` itself: none beyond)."""
+        if self._memo is not None and self._memo[0] is trials and self._memo[1] == len(trials):
+            return self._memo[2]
+        seen = [t for t in trials if t.state in _SEEN]
+        kept = trials
+        if len(seen) > self.max_history:
+            sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+            complete = [t for t in seen if t.state == optuna.trial.TrialState.COMPLETE]
+            if len(complete) >= self.keep_best:  # the best are COMPLETE: rank by value only
+                best = heapq.nsmallest(self.keep_best, complete,
+                                       key=lambda t: (sign * t.value, t.number))
+            else:
+                best = heapq.nsmallest(self.keep_best, seen,
+                                       key=lambda t: (_rank(t, sign), t.number))
+            keep = {t.number for t in best}
+            for t in reversed(seen):  # trials come in the order of their numbers
+                if len(keep) >= self.max_history:
+                    break
+                keep.add(t.number)
+            kept = [t for t in trials if t.number in keep or t.state not in _SEEN]
+        # The memo holds `trials`, so no later list can take its id: `is` stays exact.
+        self._memo = trials, len(trials), kept
+        return kept
+
+    def _view(self, study: optuna.Study):
+        if self.max_history is None or study._is_multi_objective():
+            return study
+        return _History(study, self)
+
+    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                        search_space: dict) -> dict:
+        return super().sample_relative(self._view(study), trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                           param_name: str, param_distribution) -> object:
+        return super().sample_independent(self._view(study), trial, param_name,
+                                          param_distribution)
 
 
 def make_sampler(kind: str, seed: int, num_samples: int,
-                 tpe_options: dict[str, bool] | None = None) -> optuna.samplers.BaseSampler:
-    """Seeded TPE (with TPE_OPTIONS, or those given) or random search."""
+                 tpe_options: dict[str, bool] | None = None,
+                 max_history: int | None = TPE_MAX_HISTORY) -> optuna.samplers.BaseSampler:
+    """Seeded TPE (with TPE_OPTIONS, or those given; conditioning on at most `max_history`
+    finished trials) or random search."""
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     import warnings
@@ -84,7 +191,8 @@ def make_sampler(kind: str, seed: int, num_samples: int,
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # Optuna's default of 10 random start-up trials would leave TPE 6 of a 16-trial
         # study; a third of the budget (4 to 10 trials) explores, the rest is TPE's.
-        return optuna.samplers.TPESampler(
+        return CappedTPESampler(
+            max_history=max_history,
             seed=seed, n_startup_trials=min(10, max(4, num_samples // 3)),
             **(TPE_OPTIONS if tpe_options is None else tpe_options))
 
