@@ -8,8 +8,8 @@ happens between trials, and beside them what the driver spends on each result an
 
 `--variants` runs the same study under several settings side by side in one run (each in a
 fresh process, one after the other), e.g. `--variants before,after` to measure a change
-to the per-trial overhead: `before` is the behaviour of 2026-12-01 (every evaluation
-checkpointed and sealed at once), `after` today's default.
+to the per-trial overhead: `before` is the behaviour of 2026-12-01 (one trial staged
+at a time, a Tune checkpoint at every evaluation), `after` today's default.
 """
 
 from __future__ import annotations
@@ -153,11 +153,13 @@ def _rebuild(cls: type, state: Any) -> Any:
     return obj
 
 
-# What each variant changes from today's defaults (environment variables the study reads).
-VARIANTS: dict[str, dict[str, str]] = {
-    "after": {},
-    # 2026-12-01: Tune's own choice for a searcher, one trial staged at a time
-    "before": {"TUNE_MAX_PENDING_TRIALS_PG": "1"},
+# What each variant changes from today's defaults: environment variables the driver reads,
+# and study options added to the command.
+VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
+    "after": ({}, []),
+    # 2026-12-01: Tune's own choice for a searcher, one trial staged at a time; a Tune
+    # checkpoint (with the run directory's copy to storage) at every evaluation
+    "before": ({"TUNE_MAX_PENDING_TRIALS_PG": "1"}, ["--checkpoint-every", "0"]),
 }
 
 
@@ -300,8 +302,10 @@ def measure(variant: str, study_argv: list[str], root: str, imports: float) -> d
     profile = os.path.join(root, variant, "profile")
     os.makedirs(profile)
     out = os.path.join(root, variant, "driver.json")
-    argv = [*study_argv, "--storage-path", os.path.join(root, variant), "--verbose", "0"]
-    env = {**os.environ, **VARIANTS[variant], "OMP_NUM_THREADS": "1"}
+    env_changes, extra = VARIANTS[variant]
+    argv = [*study_argv, *extra, "--storage-path", os.path.join(root, variant), "--verbose",
+            "0"]
+    env = {**os.environ, **env_changes, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "study.bench.overhead", "_one", out, profile, "--",
                     *argv], check=True, env=env)
     with open(out) as f:
