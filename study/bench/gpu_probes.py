@@ -1,4 +1,4 @@
-"""The GPU check's own probes, each run in a process of its own by `trainer.bench.gpu_check`.
+"""The GPU check's own probes, each run in a process of its own by `study.bench.gpu_check`.
 
 `memory_cap`: a process capped at a share of the GPU (study/gpu_share.py) fails to allocate
 beyond the cap and succeeds below it. `own_data_host`: your own data kept in pinned host

@@ -1,4 +1,4 @@
-"""`python -m trainer.bench.gpu_check` (`bash .ci/gpu`): every GPU-only check in one call.
+"""`python -m study.bench.gpu_check` (`bash .ci/gpu`): every GPU-only check in one call.
 
 On one CUDA GPU, in at most five minutes: the CUDA-only tests, `python -m trainer.bench`, its
 packing curve, the memory cap of a fractional trial, the own-data pinned-host path and
@@ -31,7 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from trainer.bench.gpu_report import write_report
+from study.bench.gpu_report import write_report
 
 REPO = Path(__file__).resolve().parents[2]
 TOTAL_BUDGET_S = 300  # the whole check; a GPU session has about 15 minutes in all
@@ -41,7 +41,7 @@ NO_GPU = 2
 TAIL_CHARS = 3000
 
 # The tests that skip without CUDA, each with the modules it needs beyond torch, torchvision,
-# numpy, Pillow and pytest (tests/trainer/test_gpu_check.py keeps this list complete).
+# numpy, Pillow and pytest (tests/study/bench/test_gpu_check.py keeps this list complete).
 CUDA_TESTS: dict[str, tuple[str, ...]] = {
     "tests/trainer/test_device.py::test_a_cuda_metasemi_step_never_waits_for_the_device": (),
     "tests/trainer/test_device.py::"
@@ -196,7 +196,7 @@ def read_precision(done: Finished) -> Outcome:
 
 
 def read_probe(done: Finished) -> Outcome:
-    """A probe's figures (trainer/bench/gpu_probes.py) and whether its check held."""
+    """A probe's figures (study/bench/gpu_probes.py) and whether its check held."""
     written = _load(done, "probe.json")
     if written["failure"] or done.returncode:
         return "failed", written["failure"] or _last_line(done), written["figures"]
@@ -228,7 +228,7 @@ def _bench_skip(has: Callable[[str], bool]) -> str | None:
 
 def probe_part(name: str, budget_s: float, about: str) -> Part:
     return Part(name, budget_s, about,
-                ("{python}", "-m", "trainer.bench.gpu_check", "--run-part", name, "--part-out",
+                ("{python}", "-m", "study.bench.gpu_check", "--run-part", name, "--part-out",
                  "{scratch}/probe.json"), read_probe)
 
 
@@ -400,7 +400,7 @@ def environment(argv: list[str]) -> dict[str, Any]:
     import torch
 
     props = torch.cuda.get_device_properties(0)
-    return {"check": "trainer.bench.gpu_check",
+    return {"check": "study.bench.gpu_check",
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "gpu": props.name, "gpu_count": torch.cuda.device_count(),
             "gpu_memory_gib": props.total_memory / 2**30,
@@ -409,7 +409,7 @@ def environment(argv: list[str]) -> dict[str, Any]:
             "torchvision": _version("torchvision"), "ray": _version("ray"),
             "pytest": _version("pytest"), "python": platform.python_version(),
             "cpu_count": os.cpu_count(), "commit": _commit(),
-            "command": shlex.join(["python", "-m", "trainer.bench.gpu_check", *argv])}
+            "command": shlex.join(["python", "-m", "study.bench.gpu_check", *argv])}
 
 
 def check(parts: list[Part], out_dir: str, argv: list[str], start: float) -> int:
@@ -440,8 +440,8 @@ def check(parts: list[Part], out_dir: str, argv: list[str], start: float) -> int
 
 
 def run_probe(name: str, out: str) -> int:
-    """Run one probe of trainer/bench/gpu_probes.py and write what it found to `out`."""
-    from trainer.bench.gpu_probes import PROBES
+    """Run one probe of study/bench/gpu_probes.py and write what it found to `out`."""
+    from study.bench.gpu_probes import PROBES
     from trainer.rundir import write_json
 
     figures, failure = PROBES[name]()
@@ -452,7 +452,7 @@ def run_probe(name: str, out: str) -> int:
 # --- the command --------------------------------------------------------------------------
 
 def build_parser(names: list[str]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trainer.bench.gpu_check",
+    p = argparse.ArgumentParser(prog="python -m study.bench.gpu_check",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--plan", action="store_true",
                    help="print the parts, their budgets and commands, and run nothing")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.bench import gpu_check
-from trainer.bench.gpu_check import (
+from study.bench import gpu_check
+from study.bench.gpu_check import (
     CUDA_TESTS,
     TOTAL_BUDGET_S,
     WRITE_MARGIN_S,
@@ -33,10 +33,10 @@ from trainer.bench.gpu_check import (
     run_part,
     run_parts,
 )
-from trainer.bench.gpu_probes import memory_cap, own_data_host
-from trainer.bench.gpu_report import markdown, slug, write_report
+from study.bench.gpu_probes import memory_cap, own_data_host
+from study.bench.gpu_report import markdown, slug, write_report
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 no_gpu_here = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
 NO_GPU_LINE = "gpu check: no CUDA device: torch.cuda.is_available() is False"
 
