@@ -105,8 +105,11 @@ def short_values(row: pd.Series, names: list[str]) -> str:
                     else f"{SHORT_NAMES.get(n, n)}={row[n]}" for n in names if n in row)
 
 
+CURVES_SHOWN = 6  # trials in the curves plot: a legend of thousands is read by nobody
+
+
 def curves(history: pd.DataFrame, top: pd.DataFrame, names: list[str], path: str,
-           shown: int = 6) -> str:
+           shown: int = CURVES_SHOWN) -> str:
     """Validation (left) and test (right, reported only) accuracy against step of the best
     `shown` trials of `top`, one colour per trial in both panels; the y axis spans their
     scores over the second half of training, where they differ."""
@@ -172,16 +175,19 @@ def history(trials: pd.DataFrame, defaults: dict[str, dict[str, Any]], path: str
 
 
 def importance(scores: dict[str, pd.Series], counts: dict[str, int], few: int,
-               path: str) -> str:
+               path: str, totals: dict[str, int] | None = None) -> str:
     """Horizontal bars of each study's parameter importance, titled with the number of
-    trials it rests on (and a caveat under `few`)."""
+    trials it rests on (and a caveat under `few`); of how many, where `totals` says it was
+    a sample of more."""
     fig, axes = plt.subplots(1, len(scores), figsize=(min(WIDTH, 4.5 * len(scores)), 3.0),
                              squeeze=False)
     for ax, (study, s) in zip(axes[0], scores.items()):
         s = s.sort_values()
         ax.barh(s.index, s.values, color="tab:blue")
         n = counts.get(study, 0)
-        title = f"{study}: fANOVA over {n} full-length trials"
+        total = (totals or {}).get(study, n)
+        title = f"{study}: fANOVA over {n}" + (f" of {total}" if total > n else "") + \
+            " full-length trials"
         if n < few:
             title += f"\n(only {n}: too few to trust)"
         ax.set(xlabel="importance for the validation score", title=title, xlim=(0, 1))

@@ -20,6 +20,7 @@ import tempfile
 import pandas as pd
 
 from analysis import plots, results, tables
+from analysis.importance import MAX_TRIALS as MAX_IMPORTANCE_TRIALS
 from analysis.importance import importance
 from analysis.paper import load_paper
 from trainer import rundir
@@ -193,9 +194,11 @@ def write_report(frame: pd.DataFrame, out: str, command: str | None = None) -> d
                *_ranking_section(out, ranking)]
         made["validation_ranking"] = os.path.join(out, "validation_ranking.csv")
         spaces = {s: results.study_info(d).get("space", {}) for s, d in dirs.items()}
-        rungs = tables.rung_correlation(frame[frame["mode"] == "search"],
-                                        results.curves(frame[frame["mode"] == "search"]),
-                                        {s: sp for s, sp in spaces.items() if "grace_steps" in sp})
+        # Only the curves each part draws on are read: the full-length trials' for the
+        # rungs, the few best trials' for the plot (not every trial's, again).
+        rungs = tables.rung_correlation(searched, results.curves(
+            searched[searched["status"] == "completed"]),
+            {s: sp for s, sp in spaces.items() if "grace_steps" in sp})
         if len(rungs):
             md += ["## Do ASHA's early rungs predict the final scores?", "",
                    "Spearman's correlation between a trial's validation score at each rung and "
@@ -203,7 +206,8 @@ def write_report(frame: pd.DataFrame, out: str, command: str | None = None) -> d
                    "race's).", "", _write_table(out, "rung_correlation", rungs, _shown(rungs))]
             made["rung_correlation"] = os.path.join(out, "rung_correlation.csv")
         names = list(dict.fromkeys(n for ns in params.values() for n in ns))
-        made["curves"] = plots.curves(results.curves(frame), top, names,
+        drawn = top.head(plots.CURVES_SHOWN)[["study", "trial_id"]]
+        made["curves"] = plots.curves(results.curves(frame.merge(drawn)), top, names,
                                       os.path.join(out, "curves.png"))
         defaults = {s: {p["name"]: p["default"] for p in ps if p.get("default") is not None}
                     for s, ps in specs.items()}
@@ -259,27 +263,33 @@ def _importance_section(frame, specs, out: str, made: dict[str, str]) -> list[st
     """fANOVA importance per search study, with the trials it rests on. The same as Optuna's
     get_param_importances on the study's optuna.db with FanovaImportanceEvaluator(seed=0)
     (README): the same completed search trials, in the same order."""
-    scores, notes, rows, counts = {}, [], [], {}
+    scores, notes, rows, counts, totals = {}, [], [], {}, {}
     for study, study_specs in specs.items():
         trials = tables.search_trials(frame[frame["study"] == study])
         s, note = importance(trials, study_specs)
-        n = counts[study] = int((trials["status"] == "completed").sum())
+        n = int((trials["status"] == "completed").sum())
+        counts[study] = min(n, MAX_IMPORTANCE_TRIALS)  # what it rests on: a sample past it
+        totals[study] = n
         warn = tables.caveat(n)
         notes.append(f"- {study}: {note}" + (f" ({warn})" if warn and s is not None else ""))
         if s is not None:
             scores[study] = s
-            rows += [{"study": study, "parameter": p, "importance": v, "trials": n}
+            rows += [{"study": study, "parameter": p, "importance": v, "trials": counts[study]}
                      for p, v in s.items()]
     if not rows:  # no section: one line says why
         return ["Hyperparameter importance: not computed; " + "; ".join(
             n.removeprefix("- ") for n in notes) + ".", ""]
     table = pd.DataFrame(rows)
     made["importance"] = plots.importance(scores, counts, tables.FEW_TRIALS,
-                                          os.path.join(out, "importance.png"))
+                                          os.path.join(out, "importance.png"), totals)
     return ["## Hyperparameter importance", "",
             "fANOVA (Optuna, seed 0) over each search's full-length trials, for the validation "
             "score; what `optuna.importance.get_param_importances` gives on its optuna.db "
-            "with `FanovaImportanceEvaluator(seed=0)`.", "", *notes, "",
+            "with `FanovaImportanceEvaluator(seed=0)`"
+            + (f"; past {MAX_IMPORTANCE_TRIALS} of them, over a uniform sample of "
+               f"{MAX_IMPORTANCE_TRIALS} (seed 0), as fANOVA's time grows faster than its "
+               "trials" if any(t > MAX_IMPORTANCE_TRIALS for t in totals.values()) else "")
+            + ".", "", *notes, "",
             _write_table(out, "importance", table, _shown(table))]
 
 

@@ -8,13 +8,16 @@ same kind of row, built from the trainer's own files; Ray is never imported.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from trainer import rundir
@@ -117,29 +120,54 @@ def discover(paths: Iterable[str]) -> tuple[list[str], list[str]]:
     return studies, runs
 
 
-def _history(run_dir: str) -> pd.DataFrame:
+# A run's metrics.csv as columns (name -> array, in the file's order): what a row and a
+# curve need, read with the csv module (pandas costs milliseconds a file, which was most of
+# a report over thousands of trials).
+History = dict[str, np.ndarray]
+
+
+def _rows(history: History) -> int:
+    return len(history["step"])
+
+
+def _read_history(run_dir: str) -> History:
+    """metrics.csv, checked as the trainer writes it: whole rows of numbers, never NaN (a
+    diverged step writes no row), steps increasing; anything else was cut short or edited."""
     path = os.path.join(run_dir, rundir.METRICS)
     try:
-        metrics = pd.read_csv(path)
-    except pd.errors.EmptyDataError:  # written before the first evaluation
-        return pd.DataFrame({"step": [], "test_accuracy": []})
-    except (OSError, ValueError, pd.errors.ParserError) as e:
+        with open(path, newline="") as f:
+            lines = [r for r in csv.reader(f) if r]  # blank lines skipped, as by pandas
+    except (OSError, ValueError, csv.Error) as e:
         raise CorruptFile(f"{path}: {type(e).__name__}: {e}") from e
-    missing = {"step", "test_accuracy"} - set(metrics.columns)
+    if not lines:  # written before the first evaluation
+        return {"step": np.empty(0), "test_accuracy": np.empty(0)}
+    columns, rows = lines[0], lines[1:]
+    missing = {"step", "test_accuracy"} - set(columns)
     if missing:
         raise CorruptFile(f"{path}: lacks the column(s) {sorted(missing)}")
-    # The trainer writes whole rows of numbers, never NaN (a diverged step writes no row),
-    # with increasing steps: anything else was cut short or edited.
-    numbers = metrics.apply(pd.to_numeric, errors="coerce")
-    bad = numbers.isna().any(axis=1)
-    if bad.any():
-        i = int(bad.to_numpy().nonzero()[0][0])
-        raise CorruptFile(f"{path}: row {i + 1} of {len(metrics)} is incomplete or not "
-                          "numeric (cut short or edited)")
-    steps = numbers["step"]
-    if len(steps) > 1 and not (steps.diff().iloc[1:] > 0).all():
+    if len(set(columns)) < len(columns):
+        raise CorruptFile(f"{path}: repeats a column name (edited)")
+    width = len(columns)
+    values = np.empty((len(rows), width))
+    for i, row in enumerate(rows):
+        try:
+            if len(row) != width:
+                raise ValueError(row)
+            values[i] = [float(v) for v in row]
+        except ValueError:
+            values[i] = math.nan
+        if np.isnan(values[i]).any():
+            raise CorruptFile(f"{path}: row {i + 1} of {len(rows)} is incomplete or not "
+                              "numeric (cut short or edited)")
+    # A column of whole numbers written as such (the step) is one of integers, as pandas
+    # reads it: curves keep the dtypes they had.
+    history = {c: values[:, j].astype(np.int64) if rows and all(
+        r[j].strip().lstrip("+-").isdigit() for r in rows) else values[:, j]
+        for j, c in enumerate(columns)}
+    steps = history["step"]
+    if len(steps) > 1 and not (np.diff(steps) > 0).all():
         raise CorruptFile(f"{path}: its steps do not increase (rows edited or repeated)")
-    return numbers
+    return history
 
 
 def run_row(run_dir: str) -> dict[str, Any]:
@@ -155,28 +183,28 @@ def run_row(run_dir: str) -> dict[str, Any]:
     row.update({k: config.get(k, CONFIG_DEFAULTS.get(k)) for k in CONFIG_COLUMNS})
     if isinstance(row["milestones"], list):
         row["milestones"] = ",".join(str(m) for m in row["milestones"])
-    history = _history(run_dir)
+    history = _read_history(run_dir)
     summary_path = os.path.join(run_dir, rundir.SUMMARY)
     summary = _read_json(summary_path) if os.path.isfile(summary_path) else None
     if summary is not None and not isinstance(summary, dict):
         raise CorruptFile(f"{summary_path}: not a JSON object")
     _check_agree(summary, history, summary_path)
-    if len(history):
+    if _rows(history):
         acc = history["test_accuracy"]
-        best_at = int(acc.idxmax())
-        row.update(steps=int(history["step"].iloc[-1]), final_test_accuracy=float(acc.iloc[-1]),
+        best_at = int(acc.argmax())  # the first evaluation at the best
+        row.update(steps=int(history["step"][-1]), final_test_accuracy=float(acc[-1]),
                    best_test_accuracy=float(acc.max()),
-                   best_step=int(history["step"].iloc[best_at]))
+                   best_step=int(history["step"][best_at]))
         if "elapsed_seconds" in history:
-            row["wall_seconds"] = float(history["elapsed_seconds"].iloc[-1])
+            row["wall_seconds"] = float(history["elapsed_seconds"][-1])
         if "val_accuracy" in history:
-            row.update(final_val_accuracy=float(history["val_accuracy"].iloc[-1]),
+            row.update(final_val_accuracy=float(history["val_accuracy"][-1]),
                        best_val_accuracy=float(history["val_accuracy"].max()),
-                       val_score=float(history["val_score"].iloc[-1]))
+                       val_score=float(history["val_score"][-1]))
     else:
         row.update(steps=0)
     if summary is None:
-        row["status"] = "running" if len(history) else "pending"
+        row["status"] = "running" if _rows(history) else "pending"
     elif summary.get("status") == "diverged":
         row["status"], row["reason"] = "diverged", summary.get("error", "loss became NaN")
     else:
@@ -191,11 +219,11 @@ def run_row(run_dir: str) -> dict[str, Any]:
     return row
 
 
-def _check_agree(summary: dict | None, history: pd.DataFrame, summary_path: str) -> None:
+def _check_agree(summary: dict | None, history: History, summary_path: str) -> None:
     """A finished run's summary.json names its last evaluation: metrics.csv must end there."""
     if not summary or summary.get("status") != "completed":
         return
-    last = history.iloc[-1] if len(history) else None
+    last = {c: v[-1] for c, v in history.items()} if _rows(history) else None
     steps, final = summary.get("steps"), summary.get("final_test_accuracy")
     if last is None or (steps is not None and steps != last["step"]) or (
             isinstance(final, float) and abs(final - last["test_accuracy"]) > 1e-9):
@@ -405,17 +433,31 @@ def study_params(study_dir: str) -> list[dict[str, Any]]:
 
 
 def curves(frame: pd.DataFrame) -> pd.DataFrame:
-    """The metrics history of every readable trial in `frame`, long form with its trial_id."""
-    parts = []
-    for _, row in frame.iterrows():
-        if row["status"] in ("corrupt", "pending"):
+    """The metrics history of every readable trial in `frame`, long form with its trial_id.
+    Columns are gathered trial by trial and made one DataFrame once: a frame per trial,
+    concatenated, cost most of a report over thousands of trials."""
+    parts: list[History] = []
+    names: list[tuple[str, str, int]] = []
+    for study, trial_id, status, run_dir in zip(frame["study"], frame["trial_id"],
+                                                frame["status"], frame["run_dir"]):
+        if status in ("corrupt", "pending"):
             continue
         try:
-            history = _history(row["run_dir"])
+            history = _read_history(run_dir)
         except CorruptFile as e:  # changed since the frame was read
             warnings.warn(f"{e}; its curve is left out", stacklevel=2)
             continue
-        history.insert(0, "study", row["study"])
-        history.insert(1, "trial_id", row["trial_id"])
         parts.append(history)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        names.append((study, trial_id, _rows(history)))
+    if not parts:
+        return pd.DataFrame()
+    # every column any trial has, in order of first appearance (as pd.concat orders them)
+    columns = list(dict.fromkeys(c for h in parts for c in h))
+    data: dict[str, Any] = {
+        "study": np.repeat([s for s, _, _ in names], [n for _, _, n in names]),
+        "trial_id": np.repeat([t for _, t, _ in names], [n for _, _, n in names])}
+    for c in columns:
+        # an empty history's columns are floats, as pandas makes them: they count
+        data[c] = np.concatenate([h[c] if c in h else np.full(_rows(h), np.nan)
+                                  for h in parts])
+    return pd.DataFrame(data)

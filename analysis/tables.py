@@ -329,14 +329,20 @@ def rung_correlation(frame: pd.DataFrame, history: pd.DataFrame,
     rows = []
     for study, space in sorted(spaces.items()):
         trials = frame[(frame["study"] == study) & (frame["status"] == "completed")]
-        curves = history[history["study"] == study]
+        # each trial's steps and scores, split once (a filter per trial and rung was
+        # quadratic in the trials); none where no trial had a curve, or none a score
+        by_trial = {}
+        if "val_score" in history:
+            curves = history[history["study"] == study]
+            by_trial = {t: (h["step"].to_numpy(), h["val_score"].to_numpy())
+                        for t, h in curves.groupby("trial_id", sort=False)}
         for rung in rung_steps(space):
             pairs = []
             for trial_id in trials["trial_id"]:
-                h = curves[curves["trial_id"] == trial_id]
-                early = h[h["step"] <= rung]
-                if len(early) and "val_score" in h and h["val_score"].notna().all():
-                    pairs.append((early["val_score"].iloc[-1], h["val_score"].iloc[-1]))
+                steps, scores = by_trial.get(trial_id, ((), ()))
+                early = scores[steps <= rung] if len(steps) else ()
+                if len(early) and not pd.isna(scores).any():
+                    pairs.append((early[-1], scores[-1]))
             rho = math.nan
             if len(pairs) >= 3:
                 rho = float(scipy_stats.spearmanr(*zip(*pairs)).statistic)

@@ -4,7 +4,8 @@ import sys
 
 MODES = {"replay": "study.bench.report", "record": "study.bench.record",
          "check": "study.bench.check", "live": "study.bench.live",
-         "overhead": "study.bench.overhead", "scale": "study.bench.scale"}
+         "overhead": "study.bench.overhead", "scale": "study.bench.scale",
+         "big_study": "study.bench.big_study"}
 
 
 def main() -> int:
