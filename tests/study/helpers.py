@@ -26,6 +26,19 @@ def kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def run_bench(*args: str, timeout: float = 600) -> tuple[int, str]:
+    """`python -m study.bench ARGS` in a process group of its own (every Ray process it
+    starts ends with it): its exit status and output."""
+    proc = subprocess.Popen([sys.executable, "-m", "study.bench", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=REPO, start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=timeout)
+    finally:
+        kill_group(proc)
+    return proc.returncode, log
+
+
 class Study:
     """Runs the study CLI in its own process group, so every Ray process it starts is ended.
     A search races its finalists (study/race.py) only where a test asks, --race-finalists K:

@@ -2,13 +2,11 @@
 table (python -m study.bench check), and the replay of that study, agree trial by trial."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from study.bench.table import DEFAULT_PATH, write_subtable
-from tests.study.helpers import REPO, kill_group
+from tests.study.helpers import run_bench
 
 
 @pytest.mark.ray
@@ -17,16 +15,9 @@ def test_the_replay_makes_the_live_studys_decisions_on_a_recorded_table(tmp_path
     write_subtable(DEFAULT_PATH, str(small), {"weight": [1.0, 3.0], "lr": [0.03, 0.1],
                                               "warmup": [0, 100]})
     out = tmp_path / "check.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "study.bench", "check", "--table", str(small), "--num-samples",
-         "8", "--race-finalists", "2", "--race-seeds", "2", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-        start_new_session=True)
-    try:
-        log, _ = proc.communicate(timeout=600)
-    finally:
-        kill_group(proc)
-    assert proc.returncode == 0, log[-3000:]
+    rc, log = run_bench("check", "--table", str(small), "--num-samples", "8",
+                        "--race-finalists", "2", "--race-seeds", "2", "--out", str(out))
+    assert rc == 0, log[-3000:]
     result = json.loads(out.read_text())
     assert result["live"] == result["replay"] and result["trials"] == 8 + 3 * 2
     ends = {tuple(t)[4] for t in result["live"][:8]}

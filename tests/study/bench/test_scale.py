@@ -1,14 +1,12 @@
 """python -m study.bench scale: a real study of N tiny trials, timed, and its accounting."""
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
 from study.bench.scale import accounting, study_argv
-from tests.study.helpers import REPO, kill_group
+from tests.study.helpers import run_bench
 
 
 def test_a_scale_study_evaluates_and_reports_every_step_of_a_tiny_trial():
@@ -22,17 +20,10 @@ def test_a_scale_study_evaluates_and_reports_every_step_of_a_tiny_trial():
 @pytest.mark.ray
 def test_every_trial_is_counted_once_in_the_summary_optuna_and_the_report(tmp_path):
     out = tmp_path / "scale.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "study.bench", "scale", "--trials", "12", "--steps", "3",
-         "--keep", str(tmp_path / "kept"), "--json", str(out), "--plot",
-         str(tmp_path / "scale.png")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-        start_new_session=True)
-    try:
-        log, _ = proc.communicate(timeout=600)
-    finally:
-        kill_group(proc)
-    assert proc.returncode == 0, log[-3000:]
+    rc, log = run_bench("scale", "--trials", "12", "--steps", "3", "--keep",
+                        str(tmp_path / "kept"), "--json", str(out), "--plot",
+                        str(tmp_path / "scale.png"))
+    assert rc == 0, log[-3000:]
     (m,) = json.loads(out.read_text())["measured"]
     assert m["accounting"] == [] and "every trial once" in log
     assert m["results"] == 12 * 3  # one result per step
