@@ -199,7 +199,7 @@ def _run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     config, base = dict(config), dict(base)
     share = base.pop("gpu_share", None)  # the trial's GPU fraction, when its memory is capped
     # A study started before 2026-12-02 had no such key: it checkpointed every evaluation.
-    every = base.pop("checkpoint_every", 0.0)
+    every = base.get("checkpoint_every", 0.0)  # trial_settings takes it out of the rest
     cap = cap_cuda_memory(share) if share and resolve_device(base["device"]).type == "cuda" \
         else None
     check_data(base.get("dataset"), base.pop("data_fingerprint", None))
@@ -242,7 +242,7 @@ def _train_and_report(cfg, gpu_memory_cap: int | None = None,
     write_json(os.path.join(RUN_DIR, rundir.PLACEMENT), placement)
     last_row: dict[str, float] = {}
     clock = PhaseClock()  # the trainer's phases; the report's own, split below
-    last_checkpoint = [time.perf_counter()]  # when the last checkpoint reached Tune
+    last_checkpoint = [time.perf_counter()]  # when the last checkpoint reached Tune (a cell)
     _profile("train", trial=placement["trial_id"])
 
     def report(row: dict[str, float], checkpoint_path: str) -> None:
@@ -254,7 +254,7 @@ def _train_and_report(cfg, gpu_memory_cap: int | None = None,
         _profile("report", trial=placement["trial_id"], step=int(row["step"]),
                  phases=clock.snapshot(), placement=time.perf_counter() - t)
         t = time.perf_counter()
-        if not checkpoint_due(int(row["step"]), cfg.total_steps, t - last_checkpoint[-1],
+        if not checkpoint_due(int(row["step"]), cfg.total_steps, t - last_checkpoint[0],
                               checkpoint_every):
             tune.report(dict(row))  # the run directory reaches storage at the trial's end
         else:
@@ -266,7 +266,7 @@ def _train_and_report(cfg, gpu_memory_cap: int | None = None,
                     if e.errno not in rundir.DISK_FULL:
                         raise
                     raise _storage_full(int(row["step"]), checkpoint_path, e) from None
-            last_checkpoint.append(time.perf_counter())
+            last_checkpoint[0] = time.perf_counter()
         _profile("reported", trial=placement["trial_id"], seconds=time.perf_counter() - t)
         if hooks.after_report is not None:
             hooks.after_report(int(row["step"]))

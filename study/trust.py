@@ -156,9 +156,9 @@ class Sealer:
             self._record(name, data)
         self._write_manifest()
 
-    def _record(self, rel: str, data: bytes) -> bool:
+    def _record(self, rel: str, data: bytes, mac: str | None = None) -> bool:
         """Note a file's MAC (and keep a study-level file's sealed copy); True if new."""
-        mac = _mac(self.key, data)
+        mac = mac or _mac(self.key, data)
         if self.files.get(rel) == mac:
             return False
         if "/" not in rel:  # study-level state: keep the sealed copy to fall back on
@@ -203,10 +203,11 @@ class Sealer:
                 continue
             # Tune's copy of a snapshot sealed from its staging already (seal_snapshot): the
             # MAC says so at once, without parsing megabytes of JSON to know it is whole.
-            if self.files.get(rel) != _mac(self.key, data) and not _complete(data):
+            mac = _mac(self.key, data)
+            if self.files.get(rel) != mac and not _complete(data):
                 continue
             self.seen[rel] = (st.st_mtime_ns, st.st_size)
-            changed = self._record(rel, data) or changed
+            changed = self._record(rel, data, mac) or changed
         if changed:
             self._write_manifest()
         if full:

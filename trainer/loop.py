@@ -320,7 +320,8 @@ def _train(cfg: Config, state: dict[str, Any] | None, resumed_file: str | None,
             count_since_start += 1
             record.step += 1
             step = record.step
-            clock.lap("first_step" if count_since_start == 1 else "steps")
+            if count_since_start == 1:  # the rest of the steps: lapped at the log interval
+                clock.lap("first_step")
             if count_since_start in (1, 1 + ESTIMATE_STEPS) and step < cfg.total_steps:
                 if device.type == "cuda":  # queued steps are not done steps: wait for them
                     torch.cuda.synchronize(device)

@@ -294,7 +294,10 @@ PHASE_ROWS = {
 }
 
 # Rows that are the trainer training: what the goal counts as trainer seconds.
-TRAINING = ("the first step", "training steps", "evaluations")
+TRAINING = tuple(PHASE_ROWS[p] for p in ("first_step", "steps", "evaluate"))
+# Rows of the trainer's own work in a trial, reports excluded (scale.py's trial length).
+TRAINER = tuple(PHASE_ROWS[p] for p in ("data", "build", "files", "first_step", "steps",
+                                        "evaluate", "checkpoint", "logs"))
 
 
 def measure(variant: str, study_argv: list[str], root: str, imports: float) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import tempfile
 import time
 from typing import Any
 
-from study.bench.overhead import TRAINING, breakdown, read_workers
+from study.bench.overhead import TRAINER, breakdown, read_workers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Ray Tune's release test "bookkeeping overhead": 10,000 trials of 1 s on 16 CPUs within
@@ -114,9 +114,7 @@ def measure(n: int, steps: int, root: str) -> dict[str, Any]:
         driver = json.load(f)
     study = driver["study"]
     rows = breakdown(driver, read_workers(profile), import_seconds())
-    trainer = sum(v for k, v in rows.items() if k in TRAINING or k in (
-        "checkpoint writes", "metrics.csv, TensorBoard, summary", "data loading (to the device)",
-        "model and optimiser build", "trainer: run files, TensorBoard writer"))
+    trainer = sum(rows.get(k, 0.0) for k in TRAINER)
     mean_trial = trainer / n
     fit = driver["wall_fit"]
     minimum = n * mean_trial / driver["slots"]
