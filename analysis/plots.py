@@ -23,6 +23,7 @@ from matplotlib.ticker import (  # noqa: E402
 )
 
 from analysis.tables import HYPERPARAMETERS  # noqa: E402
+from study import layout  # noqa: E402
 from trainer.config import SHORT_NAMES  # noqa: E402
 
 DPI = 110
@@ -234,7 +235,7 @@ def params(trials: pd.DataFrame, specs: list[dict[str, Any]], path: str) -> str:
     return _save(fig, path)
 
 
-ARM_ORDER = ("tuned", "default", "supervised")
+ARM_ORDER = layout.ARMS
 
 
 def arms(trials: pd.DataFrame, path: str) -> str | None:
@@ -266,7 +267,7 @@ def arms(trials: pd.DataFrame, path: str) -> str | None:
         ax.set_xticks(range(len(order)), order)
         ax.set_xlim(-0.4, len(order) - 0.3)
         title = f"{study}: {d['seed'].nunique()} seeds"
-        tuned, default = (d[d["variant"] == a].head(1) for a in ("tuned", "default"))
+        tuned, default = (d[d["variant"] == a].head(1) for a in (layout.TUNED, layout.DEFAULT))
         names = [n for n in HYPERPARAMETERS if n in d]  # as tables.tuning_gain compares
         if len(tuned) and len(default) and (
                 tuned[names].to_numpy() == default[names].to_numpy()).all():

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from study import layout
 from trainer import rundir
 from trainer.checkpoint import ABSENT_MEANS
 from trainer.config import Config
@@ -64,7 +65,7 @@ CONFIG_KINDS = {f.name: _kind(f.default) for f in dataclasses.fields(Config)
                 if f.name in CONFIG_COLUMNS}
 PATH_COLUMNS = ("run_dir", "study_dir")
 STATUSES = ("completed", "stopped_early", "diverged", "error", "running", "pending", "corrupt")
-TRIAL_DIR = rundir.TRIAL_DIR
+TRIAL_DIR = layout.TRIAL_DIR
 
 
 STANDALONE = "(standalone)"  # the study of standalone trainer runs
@@ -87,7 +88,7 @@ def _read_json(path: str) -> Any:
 
 
 def is_study(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "study.json"))
+    return os.path.isfile(os.path.join(path, layout.STUDY_FILE))
 
 
 def is_run(path: str) -> bool:
@@ -317,7 +318,7 @@ def load_study(path: str) -> pd.DataFrame:
                             "that study/run.py printed as 'study directory'")
     info = study_info(path)
     options = info["options"]
-    summary_path = os.path.join(path, "study_summary.json")
+    summary_path = os.path.join(path, layout.SUMMARY_FILE)
     finished = os.path.isfile(summary_path)
     ended = None
     if finished:  # the driver's own verdict on each trial
@@ -342,7 +343,7 @@ def load_study(path: str) -> pd.DataFrame:
         # (--config paper), or the one its search chose on the test set (--config best),
         # which no table may present as chosen on validation.
         if options.get("config_source") == "paper":
-            frame["variant"] = "default"
+            frame["variant"] = layout.DEFAULT
         else:
             warnings.warn(f"{path}: a reproduce study of a configuration chosen on the test "
                           "set (made before validation splits); left out of the tables",
@@ -392,7 +393,7 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def study_race(study_dir: str) -> dict[str, Any] | None:
     """The race a finished search study ran, as its driver recorded it in
     study_summary.json: entrants, their validation scores per seed, the decision."""
-    path = os.path.join(study_dir, "study_summary.json")
+    path = os.path.join(study_dir, layout.SUMMARY_FILE)
     if not os.path.isfile(path):
         return None
     try:
@@ -402,15 +403,15 @@ def study_race(study_dir: str) -> dict[str, Any] | None:
     return race if isinstance(race, dict) and "decision" in race else None
 
 
-# The study.json formats this analysis reads (study/driver.py STUDY_FORMAT writes the newest;
-# a study from before the field existed is format 1).
-STUDY_FORMATS = (1,)
+# The study.json formats this analysis reads: every one up to the newest, which the driver
+# writes (a study from before the field existed is format 1).
+STUDY_FORMATS = tuple(range(1, layout.STUDY_FORMAT + 1))
 
 
 def study_info(study_dir: str) -> dict[str, Any]:
     """study.json of a study: its options, space and protocol; AnalysisError for one that
     is unreadable, or of a format this analysis does not know."""
-    path = os.path.join(study_dir, "study.json")
+    path = os.path.join(study_dir, layout.STUDY_FILE)
     try:
         info = _read_json(path)
     except CorruptFile as e:

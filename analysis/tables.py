@@ -22,14 +22,15 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from analysis.paper import Paper
+from study import layout
 from trainer.methods import METHODS
 from trainer.own_data import dataset_name, is_dataset_path
 
 # Reproduction arms, in table order: (label, which trials, the paper's method to compare).
 ARMS = (
-    ("MetaSemi, tuned on validation", "tuned", "metasemi"),
-    ("MetaSemi, paper's defaults", "default", "metasemi"),
-    ("supervised baseline", "supervised", "supervised"),
+    ("MetaSemi, tuned on validation", layout.TUNED, "metasemi"),
+    ("MetaSemi, paper's defaults", layout.DEFAULT, "metasemi"),
+    ("supervised baseline", layout.SUPERVISED, "supervised"),
     ("MetaSemi, standalone runs", "run", "metasemi"),
 )
 OPTIMISTIC = "optimistic: best test error during training %"
@@ -202,13 +203,13 @@ def tuning_gain(frame: pd.DataFrame, paper: Paper) -> pd.DataFrame:
     done = frame[(frame["status"] == "completed") & (frame["mode"] == "reproduce")]
     for study, group in done.groupby("study", sort=True):
         arms = {arm: group[group["variant"] == arm].set_index("seed")
-                for arm in ("tuned", "default")}
-        if not len(arms["tuned"]) or not len(arms["default"]):
+                for arm in (layout.TUNED, layout.DEFAULT)}
+        if not len(arms[layout.TUNED]) or not len(arms[layout.DEFAULT]):
             continue  # --config paper, or an arm with no completed run yet
-        tuned, default = (arms[a]["final_test_error"] for a in ("tuned", "default"))
+        tuned, default = (arms[a]["final_test_error"] for a in (layout.TUNED, layout.DEFAULT))
         common = sorted(set(tuned.index) & set(default.index))
         diffs = [tuned[s] - default[s] for s in common]
-        same = all(arms["tuned"][h].iloc[0] == arms["default"][h].iloc[0]
+        same = all(arms[layout.TUNED][h].iloc[0] == arms[layout.DEFAULT][h].iloc[0]
                    for h in HYPERPARAMETERS)
         mean, low, high = paired_interval(diffs)
         # the same configuration on the same seeds: the gain is zero by construction, and

@@ -12,8 +12,12 @@ def __getattr__(name: str):
         from study import api
 
         return getattr(api, name)
-    if name in ("StudyError", "StudyOptions"):
-        from study import driver
+    if name == "StudyError":
+        from study.errors import StudyError
 
-        return getattr(driver, name)
+        return StudyError
+    if name == "StudyOptions":
+        from study.driver import StudyOptions
+
+        return StudyOptions
     raise AttributeError(f"module 'study' has no attribute {name!r}")

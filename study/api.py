@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from study.cli import build_parser, run_from_args
-from study.driver import StudyError
+from study.errors import StudyError
 from study.lock import StudyLocked
 from study.spaces import SpaceError
 from trainer.data import DatasetCorrupt

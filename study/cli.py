@@ -13,13 +13,12 @@ import shlex
 import shutil
 import sys
 
-from study import storage
+from study import layout, storage
 from study.capacity import local_capacity
 from study.driver import (
     CHECKPOINT_EVERY_S,
     LOCAL_ONLY_ENV,
     SEARCHERS,
-    StudyError,
     StudyOptions,
     check_address,
     plan_resources,
@@ -28,6 +27,7 @@ from study.driver import (
     trial_bytes,
     variants,
 )
+from study.errors import StudyError
 from study.interrupt import StudyInterrupted, graceful_stop
 from study.lock import StudyLocked, claim, refuse_existing
 from study.printout import print_summary
@@ -255,7 +255,8 @@ def _as_started(opts: StudyOptions) -> StudyOptions:
     if not storage.exists(opts.path) or not Tuner.can_restore(opts.path):
         raise StudyError(f"--resume: no study {opts.name!r} to resume at {opts.path}; check "
                          "--name and --storage-path, or drop --resume to start it")
-    return dataclasses.replace(opts, **shape_of(storage.get_json(opts.path + "/study.json")))
+    saved = storage.get_json(f"{opts.path}/{layout.STUDY_FILE}")
+    return dataclasses.replace(opts, **shape_of(saved))
 
 
 def shape_of(study_json: dict) -> dict:
@@ -269,7 +270,7 @@ def shape_of(study_json: dict) -> dict:
 
 def _best_config(storage_path: str, search_name: str) -> dict:
     """The configuration the finished search study chose on validation."""
-    summary_path = storage.study_path(storage_path, search_name) + "/study_summary.json"
+    summary_path = f"{storage.study_path(storage_path, search_name)}/{layout.SUMMARY_FILE}"
     if not storage.exists(summary_path):
         raise StudyError(f"--reproduce: no finished study {search_name!r} to take the best "
                          f"configuration from ({summary_path} missing); run the search "
@@ -282,7 +283,7 @@ def _best_config(storage_path: str, search_name: str) -> dict:
 
 def _search_state(storage_path: str, search_name: str) -> dict[str, str]:
     """Which state of the search a reproduce study is made from: its summary's digest."""
-    path = storage.study_path(storage_path, search_name) + "/study_summary.json"
+    path = f"{storage.study_path(storage_path, search_name)}/{layout.SUMMARY_FILE}"
     text = json.dumps(storage.get_json(path), sort_keys=True)
     return {"study": search_name, "summary_sha256": hashlib.sha256(text.encode()).hexdigest()}
 
@@ -291,10 +292,10 @@ def _check_source(storage_path: str, search_name: str, reproduce_name: str) -> N
     """Refuse to resume a reproduce study whose search has since chosen another
     configuration: its finished trials reproduce the old choice."""
     path = storage.study_path(storage_path, reproduce_name)
-    summary = storage.study_path(storage_path, search_name) + "/study_summary.json"
-    if not storage.exists(path + "/study.json") or not storage.exists(summary):
+    summary = f"{storage.study_path(storage_path, search_name)}/{layout.SUMMARY_FILE}"
+    if not storage.exists(f"{path}/{layout.STUDY_FILE}") or not storage.exists(summary):
         return  # not started, or the search is to finish first (then it is checked again)
-    made = storage.get_json(path + "/study.json")["options"]
+    made = storage.get_json(f"{path}/{layout.STUDY_FILE}")["options"]
     if made.get("config_source") != "best":
         return
     now = storage.get_json(summary).get("best_config")
@@ -400,5 +401,5 @@ def _remove_if_unstarted(path: str) -> None:
     left in place it would block the next attempt as "already exists"."""
     if storage.is_uri(path) or not os.path.isdir(path):
         return
-    if not any("_trial_" in name for name in os.listdir(path)):
+    if not any(layout.is_trial_folder(name) for name in os.listdir(path)):
         shutil.rmtree(path, ignore_errors=True)

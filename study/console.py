@@ -14,6 +14,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.logger import TBXLoggerCallback
 
+from study import layout
 from trainer.config import SHORT_NAMES
 
 # What names a trial of a race, a reproduce or an ablation study, rather than its values.
@@ -57,7 +58,7 @@ def trial_dirname(trial) -> str:
     (which analysis/results.py reads), then the short values, in place of Tune's long
     parameter list and date."""
     params = short_params(trial.config or {}, sep=",").replace("/", "_")
-    return f"run_trial_{trial.trial_id}_{trial_number(trial) or 0}_{params}"[:100]
+    return layout.trial_folder(trial.trial_id, trial_number(trial) or 0, params)
 
 
 class NoTensorBoardCopy(TBXLoggerCallback):

@@ -14,8 +14,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from study import storage
+from study import layout, storage
 from study.capacity import Capacity, read_capacity
+from study.errors import StudyError
 from study.interrupt import StudyInterrupted, graceful_stop, reassert
 from study.race import DEFAULTS, base_seed, decide, same_config, selection_seeds
 from study.spaces import Space, load_space
@@ -38,13 +39,6 @@ CHECKPOINT_EVERY_S = 30.0
 # depends on the test set.
 METRIC, MODE = "val_score", "max"
 SEARCHERS = ("tpe", "random")
-# The layout of study.json and the study's files, for their readers (analysis/results.py
-# refuses a format it does not know). 1: the first, also meant by a study.json without it.
-STUDY_FORMAT = 1
-
-
-class StudyError(ValueError):
-    """Bad study input, found before any trial starts; the message names the fix."""
 
 
 @dataclass(frozen=True)
@@ -240,9 +234,9 @@ def variants(opts: StudyOptions, space: Space) -> dict[str, dict[str, Any]]:
     paper = space.defaults()
     arms = {}
     if opts.config_source == "best":
-        arms["tuned"] = dict(opts.best_config or {})
-    arms["default"] = paper
-    arms["supervised"] = {**paper, "method": "supervised"}
+        arms[layout.TUNED] = dict(opts.best_config or {})
+    arms[layout.DEFAULT] = paper
+    arms[layout.SUPERVISED] = {**paper, "method": "supervised"}
     return arms
 
 
@@ -391,7 +385,7 @@ def opening(opts: StudyOptions, space: Space, per_trial: dict[str, float]) -> st
                                            if per_trial["gpu"] else "")
     lines = [f"study {opts.name}: {what}; {share} per trial"]
     if not storage.is_uri(opts.path):
-        views = ([f"optuna-dashboard sqlite:///{opts.path}/optuna.db"]
+        views = ([f"optuna-dashboard sqlite:///{opts.path}/{layout.OPTUNA_DB}"]
                  if opts.mode == "search" else []) + [f"tensorboard --logdir {opts.path}"]
         lines.append("watch it live: " + " · ".join(views))
     return "\n".join(lines)
@@ -485,7 +479,7 @@ def _trial_record(opts: StudyOptions, space: Space, r) -> dict[str, Any]:
         status = "diverged"
     else:
         status = "stopped_early" if total and steps < total else "completed"
-    number = rundir.TRIAL_DIR.search(os.path.basename(r.path or ""))
+    number = layout.TRIAL_DIR.search(os.path.basename(r.path or ""))
     return {"trial_id": m.get("trial_id") or (r.config or {}).get("trial_id"),
             "number": int(number.group(2)) if number else None, "phase": phase,
             "entrant": entrant, "status": status, "steps": steps,
@@ -543,12 +537,12 @@ def reconcile(opts: StudyOptions, results) -> dict[str, Any]:
         return {"orphaned_trial_dirs": moved, "optuna_orphans_failed": failed}
     known = {os.path.basename(r.path.rstrip("/")) for r in results}
     for name in sorted(os.listdir(opts.path)):
-        if "_trial_" in name and name not in known and os.path.isdir(
+        if layout.is_trial_folder(name) and name not in known and os.path.isdir(
                 os.path.join(opts.path, name)):
             os.makedirs(os.path.join(opts.path, "orphaned"), exist_ok=True)
             os.replace(os.path.join(opts.path, name), os.path.join(opts.path, "orphaned", name))
             moved.append(name)
-    db = os.path.join(opts.path, "optuna.db")
+    db = os.path.join(opts.path, layout.OPTUNA_DB)
     if opts.mode == "search" and os.path.isfile(db):
         import optuna
 
@@ -708,8 +702,9 @@ def run_study(opts: StudyOptions, trial_function=None, timing=None) -> dict[str,
         if opts.verbose:
             print(opening(opts, space, per_trial), flush=True)
         if not opts.resume:
-            storage.put_json(opts.path + "/study.json", {
-                "format": STUDY_FORMAT, "options": asdict(opts), "space": space.to_dict(),
+            storage.put_json(f"{opts.path}/{layout.STUDY_FILE}", {
+                "format": layout.STUDY_FORMAT, "options": asdict(opts),
+                "space": space.to_dict(),
                 "resources": per_trial, "protocol": protocol(opts, space), **data_record(space)})
         if not storage.is_uri(opts.storage_path):
             # Tune warns at every forced snapshot (num_to_keep makes them frequent); on a
@@ -750,7 +745,7 @@ def run_study(opts: StudyOptions, trial_function=None, timing=None) -> dict[str,
             raise StudyInterrupted(received[0])
         summary = summarise(opts, space, results, time.perf_counter() - t0)
         summary.update(reconcile(opts, results), **trusted)
-        storage.put_json(opts.path + "/study_summary.json", summary)
+        storage.put_json(f"{opts.path}/{layout.SUMMARY_FILE}", summary)
         return summary
     except KeyboardInterrupt:  # a second signal, or one outside Tune's fit()
         raise StudyInterrupted(received[0] if received else signal.SIGINT) from None

@@ -16,7 +16,7 @@ import hashlib
 import os
 import time
 
-from study import storage
+from study import layout, storage
 from trainer.lock import (  # noqa: F401  (Holder, is_stale, read_holder: this module's API)
     STALE_AFTER_SECONDS,
     Holder,
@@ -76,7 +76,7 @@ def refuse_existing(study_path: str, name: str, path: str | None = None) -> None
     # A driver that has just made the directory writes its lock a moment later.
     deadline = time.time() + 2.0
     while not os.path.exists(path) and time.time() < deadline and not storage.exists(
-            study_path.rstrip("/") + "/study.json"):
+            f"{study_path.rstrip('/')}/{layout.STUDY_FILE}"):
         time.sleep(0.05)
     holder = wait_for_holder(path) if os.path.exists(path) else None
     if holder is not None and not is_stale(path, holder):

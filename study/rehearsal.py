@@ -31,9 +31,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from study import fake_cluster, storage
+from study import fake_cluster, layout, storage
 from study.cli import build_parser, options_from_args
-from study.driver import StudyError
+from study.errors import StudyError
 from study.spaces import SpaceError, load_space
 from trainer import rundir
 from trainer.rundir import check_writable, write_json
@@ -85,7 +85,7 @@ class Observer:
                 self.nodes[node_id.hex()].update(
                     left=info.end_time_ms / 1000,
                     death=type(death).Reason.Name(death.reason), death_message=death.reason_message)
-        for path in glob.glob(os.path.join(self.study_path, "run_trial_*", rundir.RUN_DIR,
+        for path in glob.glob(os.path.join(self.study_path, layout.TRIAL_GLOB, rundir.RUN_DIR,
                                            rundir.PLACEMENT)):
             try:
                 with open(path) as f:
@@ -106,7 +106,7 @@ class Observer:
         if self.killed:
             return True
         try:  # written by the driver as the study starts
-            study = storage.get_json(os.path.join(self.study_path, "study.json"))
+            study = storage.get_json(os.path.join(self.study_path, layout.STUDY_FILE))
         except (OSError, ValueError):
             return False
         per_trial, num_samples = study["resources"], study["options"]["num_samples"]
@@ -189,7 +189,7 @@ def judge(obs: Observer, rc: int, per_trial: dict[str, float],
         "trials ran on GPU workers": bool(attempts) and all(
             a["node_id"] in workers and a["gpu_ids"] for a in attempts),
     }
-    summary_path = Path(obs.study_path, "study_summary.json")
+    summary_path = Path(obs.study_path, layout.SUMMARY_FILE)
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     checks["study completed"] = rc == 0 and bool(summary) and (
         summary["num_completed"] == summary["num_trials"] > 0)
@@ -318,7 +318,7 @@ def rehearse(cluster_yaml: str, out: str, extra: list[str], idle_timeout_minutes
         if fake.monitor_log.exists():  # the temp folder goes with the cluster
             shutil.copy(fake.monitor_log, os.path.join(out, "monitor.log"))
         fake.stop()
-    study_json = Path(obs.study_path, "study.json")
+    study_json = Path(obs.study_path, layout.STUDY_FILE)
     per_trial = json.loads(study_json.read_text())["resources"] if study_json.exists() else {}
     events = monitor_events(Path(out, "monitor.log"))
     record = {

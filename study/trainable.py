@@ -115,7 +115,7 @@ def _restore(latest: tune.Checkpoint, folder: str) -> str:
     if previous is not None:
         fs = latest.filesystem
         try:
-            with fs.open_input_stream(previous + "/checkpoint.pt") as src, \
+            with fs.open_input_stream(f"{previous}/{rundir.CHECKPOINT}") as src, \
                     open(checkpoint.previous_file(target), "wb") as dst:
                 shutil.copyfileobj(src, dst)
         except OSError:

@@ -32,7 +32,8 @@ import time
 
 from ray.tune import Callback
 
-from study.driver import StudyError
+from study import layout
+from study.errors import StudyError
 from trainer.rundir import atomic_write
 
 KEY_FILE = os.path.join(os.path.expanduser("~"), ".metasemi", "trust.key")
@@ -89,7 +90,7 @@ def _state_files(study: str, trials: set[str] | None = None) -> list[str]:
     found = [name for name in entries if STUDY_NAME.match(name)]
     for entry in entries if trials is None else sorted(trials):
         trial = os.path.join(study, entry)
-        if "_trial_" in entry and os.path.isdir(trial):
+        if layout.is_trial_folder(entry) and os.path.isdir(trial):
             found += [f"{entry}/{name}" for name in os.listdir(trial) if TRIAL_NAME.match(name)]
     return sorted(found)
 

@@ -7,7 +7,6 @@ import errno
 import io
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -26,10 +25,6 @@ BEST = "best.pt"  # the checkpoint of the best test accuracy (the authors' conve
 SUMMARY = "summary.json"  # the run's outcome, written at the end (and on divergence)
 PLACEMENT = "placement.json"  # a study trial's node, GPU and attempts (study/trainable.py)
 RUN_DIR = "run"
-# A study trial's folder: Ray Tune's TRAINABLE_ID_NUMBER_... (study/console.py names it so);
-# the id is 8 hex digits for trials a searcher suggests (run_trial_1aef82c0_11_...) and 5 hex
-# + a 5-digit index for a grid (run_trial_53563_00002_2_...). Groups: the id, the number.
-TRIAL_DIR = re.compile(r"_trial_([0-9a-f]{5}_\d{5}|[0-9a-f]{8})_(\d+)")
 TENSORBOARD_PREFIX = "events.out.tfevents."
 # What a run directory holding a run contains (any one of them is enough to tell).
 RUN_FILES = (CONFIG, SPLIT, METRICS, CHECKPOINT, PREVIOUS_CHECKPOINT, BEST, SUMMARY)

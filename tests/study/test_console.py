@@ -24,7 +24,7 @@ def test_values_are_shortened_to_three_figures_and_a_race_trial_names_its_entran
 
 
 def test_a_trial_folder_is_named_for_its_number_and_values_and_analysis_still_reads_it():
-    from trainer.rundir import TRIAL_DIR
+    from study.layout import TRIAL_DIR
 
     name = trial_dirname(trial(7, SEARCHED, trial_id="1aef82c0"))
     assert name == "run_trial_1aef82c0_7_w=1.25,a=0.519,lr=0.0777,wu=164"
