@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 from tests.study.faults import fault_env
-from tests.study.helpers import trial_dirs
-from tests.study.test_reliability import assert_each_trial_once
+from tests.study.helpers import assert_each_trial_once, trial_dirs
 
 ARGS = ("--space", "digits", "--name", "s", "--num-samples", "3", "--scheduler", "fifo",
         "--max-concurrent", "1", "--steps-per-trial", "20", "--test-freq", "10",

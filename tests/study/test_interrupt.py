@@ -9,8 +9,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from tests.study.helpers import trial_dirs
-from tests.study.test_reliability import assert_each_trial_once, wait_for
+from tests.study.helpers import assert_each_trial_once, trial_dirs, wait_for
 
 PIPELINE = ("--space", "digits", "--name", "p", "--num-samples", "4", "--scheduler", "fifo",
             "--max-concurrent", "1", "--steps-per-trial", "40", "--test-freq", "20",

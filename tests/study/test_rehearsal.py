@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from study.rehearsal import LiveTimeline, Observer, main, max_packing, monitor_events
-from tests.study.helpers import REPO, trial_dirs
-from tests.study.test_reliability import assert_each_trial_once
+from tests.study.helpers import REPO, assert_each_trial_once, trial_dirs
 
 # Lines as Ray 2.60's autoscaler v2 writes them to monitor.log (from a rehearsal).
 MONITOR_LOG = """\

@@ -9,22 +9,12 @@ import subprocess
 import time
 from pathlib import Path
 
-import optuna
-import pandas as pd
 import pytest
 
 from analysis import load_study
 from study.lock import LOCK_NAME
 from tests.study.faults import fault_env
-from tests.study.helpers import reported_steps, trial_dirs
-
-
-def wait_for(condition, proc, what: str, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the study ended before {what}: {proc.communicate()[0]}"
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+from tests.study.helpers import assert_each_trial_once, reported_steps, trial_dirs, wait_for
 
 
 def finished(path, last_step: int) -> list[str]:
@@ -37,29 +27,6 @@ def finished(path, last_step: int) -> list[str]:
         except (OSError, ValueError):  # not written yet, or a line half-written
             pass
     return done
-
-
-def assert_each_trial_once(path, count: int, steps: list[int]) -> dict:
-    """The study summary, Ray's trial folders and Optuna agree on `count` trials; each trial
-    evaluated `steps` once (the trainer's metrics.csv) and Tune recorded its last one."""
-    summary = json.loads((Path(path) / "study_summary.json").read_text())
-    dirs = trial_dirs(path)
-    assert summary["num_trials"] == len(dirs) == count
-    assert len({t["trial_id"] for t in summary["trials"]}) == count
-    assert summary["num_completed"] == count, summary
-    for d in dirs:
-        assert pd.read_csv(f"{d}/run/metrics.csv")["step"].tolist() == steps, d
-        reported = reported_steps(d)  # a trial restored by a new driver starts a new file
-        assert reported == sorted(set(reported)) and set(reported) <= set(steps), d
-        assert reported[-1] == steps[-1], d
-    ot = optuna.load_study(study_name=Path(path).name, storage=f"sqlite:///{path}/optuna.db")
-    states = [t.state for t in ot.trials]
-    assert states.count(optuna.trial.TrialState.COMPLETE) == count
-    # Trials asked for after the driver's last snapshot were asked again on resume; the
-    # first asks are closed as failed, never left running.
-    assert len(states) - count == summary["optuna_orphans_failed"]
-    assert set(states) <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL}
-    return summary
 
 
 # "checkpoint-write" is also the moment after two finished trials, with the third running.

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.trainer.helpers import write_folder
 from trainer.config import ConfigError, resolve
 from trainer.data import load_for
 from trainer.models import build_model
@@ -23,20 +24,6 @@ from trainer.own_data import (
 )
 
 CPU = torch.device("cpu")
-
-
-def write_folder(root, parts, size=8, mode="L", per_class=6, classes=("cat", "dog")):
-    """A folder tree: for each part in `parts`, per_class images of each class."""
-    rng = np.random.default_rng(0)
-    for part in parts:
-        for c in classes if part != "unlabeled" else ("",):
-            folder = os.path.join(root, part, c)
-            os.makedirs(folder, exist_ok=True)
-            for i in range(per_class):
-                shape = (size, size) if mode == "L" else (size, size, 3)
-                Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(
-                    os.path.join(folder, f"{i:03d}.png"))
-    return str(root)
 
 
 def test_a_folder_tree_loads_with_class_names_files_and_a_recorded_held_out_test_set(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.trainer.test_own_data import write_folder
+from tests.trainer.helpers import write_folder
 from trainer.cli import main
 from trainer.config import ConfigError, resolve
 from trainer.own_data import OwnDataError, class_counts, fingerprint, load_own

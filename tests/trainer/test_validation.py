@@ -12,7 +12,7 @@ import pytest
 import torch
 from tensorboardX.proto.event_pb2 import Event
 
-from tests.trainer.test_data import write_cifar10, write_cifar100, write_svhn
+from tests.trainer.helpers import write_cifar10, write_cifar100, write_svhn
 from trainer import resolve, train
 from trainer.checkpoint import CheckpointError
 from trainer.config import ConfigError

@@ -35,7 +35,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 
 from tests.study.helpers import free_port, kill_group
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = ROOT / "cluster.yaml"
 CLUSTER_MD = ROOT / "docs" / "cluster.md"
 RAY_AWS_CONFIG = Path(ray.autoscaler.__file__).parent / "_private" / "aws" / "config.py"
