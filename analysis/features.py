@@ -23,11 +23,12 @@ import torch
 from sklearn.manifold import TSNE
 
 from trainer import checkpoint, rundir
-from trainer.config import DEVICES, ConfigError, config_from_dict
+from trainer.config import DEVICES, ConfigError
 from trainer.data import DatasetMissing, load_for
 from trainer.device import resolve_device
 from trainer.models import build_model
 from trainer.own_data import dataset_name, is_dataset_path
+from trainer.settings import config_from_dict, replace
 
 GROUPS = ("labeled", "unlabeled", "test")
 GROUP_COLOURS = {"labeled": "red", "unlabeled": "tab:blue", "test": "grey"}
@@ -71,7 +72,7 @@ def feature_map(path: str, which: str = "best", data_path: str | None = None,
     except (checkpoint.CheckpointError, ConfigError, KeyError) as e:
         raise FeaturesError(f"{ckpt}: cannot be used ({e})") from e
     dev = resolve_device(cfg.device)
-    data = load_for(cfg.replace(download=False), dev)
+    data = load_for(replace(cfg, download=False), dev)
     split_file = os.path.join(os.path.dirname(ckpt), rundir.SPLIT)
     if os.path.isfile(split_file):
         with open(split_file) as f:

@@ -33,10 +33,11 @@ from study.lock import StudyLocked, claim, refuse_existing
 from study.printout import print_summary
 from study.race import SEED_BLOCK, selection_seeds
 from study.spaces import SpaceError, available, load_space
-from trainer.config import DEVICES, PRECISIONS, resolve
+from trainer.config import DEVICES, PRECISIONS
 from trainer.data import DatasetCorrupt, DatasetMissing, fetch, require_files
 from trainer.own_data import dataset_name
 from trainer.rundir import DISK_FULL, DiskFull
+from trainer.settings import resolve
 
 # Options fixed when a study starts and taken from its study.json on --resume.
 SHAPE_OF_A_STUDY = ("space", "dataset", "mode", "num_samples", "scheduler", "searcher", "seed",

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from study.spaces import Space
-from trainer.config import MAX_SEED, PRESETS, Config
+from trainer.config import MAX_SEED, Config
+from trainer.settings import PRESETS
 
 SEED_BLOCK = 1000
 

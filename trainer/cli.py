@@ -8,16 +8,7 @@ import sys
 import warnings
 
 from trainer import checkpoint
-from trainer.config import (
-    DEVICES,
-    MEMORY_FORMATS,
-    META_GRADS,
-    PRECISIONS,
-    PRESETS,
-    Config,
-    ConfigError,
-    resolve,
-)
+from trainer.config import DEVICES, MEMORY_FORMATS, META_GRADS, PRECISIONS, Config, ConfigError
 from trainer.config_file import read_settings
 from trainer.data import DATASETS, FILES, SPLITS, DatasetMissing
 from trainer.lock import Locked
@@ -26,6 +17,7 @@ from trainer.methods import METHODS, with_mixup
 from trainer.models import ALIASES, MODELS
 from trainer.own_data import dataset_name, is_dataset_path
 from trainer.rundir import DiskFull, NotWritable, RunDirTaken, check_writable
+from trainer.settings import PRESETS, replace, resolve
 
 
 def preset(field: str) -> str:
@@ -176,7 +168,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Config, list[str]]:
                           "leave it out")
     if args.save_path is None and not args.resume:
         name = dataset_name(cfg.dataset) if is_dataset_path(cfg.dataset) else cfg.dataset
-        cfg = cfg.replace(save_path=os.path.join("runs", f"{name}-{cfg.method}-seed{cfg.seed}"))
+        cfg = replace(cfg, save_path=os.path.join("runs", f"{name}-{cfg.method}-seed{cfg.seed}"))
     return cfg, [n for n in notes if n]
 
 

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from trainer.methods import METHODS
+
 if TYPE_CHECKING:
     from trainer.config import Config
 
@@ -252,12 +254,13 @@ def check_batch(cfg: Config, labeled: int, unlabeled: int) -> None:
     each batch would repeat images, and an empty pool would never fill one."""
     # A labeled batch may exceed the labeled set: the digits preset draws 64 of 50 labels,
     # its stream straddling epochs as the authors' loader does; an empty set cannot happen.
-    if cfg.reads_unlabeled and not unlabeled:
+    reads_unlabeled = METHODS[cfg.method].reads_unlabeled
+    if reads_unlabeled and not unlabeled:
         raise ValueError(f"num_label: no unlabeled training images are left after num_label "
                          f"{cfg.num_label} and num_val {cfg.num_val}, so {cfg.method} has "
                          "nothing to learn from; add unlabeled images (an unlabeled/ folder "
                          "for data of your own), use fewer labels, or --method supervised")
-    if cfg.reads_unlabeled and cfg.batch_size > unlabeled:
+    if reads_unlabeled and cfg.batch_size > unlabeled:
         raise ValueError(f"batch_size: {cfg.batch_size} is larger than the {unlabeled} unlabeled "
                          f"training images left after num_label {cfg.num_label} and num_val "
                          f"{cfg.num_val}; use --batch-size {unlabeled} or less, or fewer labels "

@@ -15,6 +15,7 @@ from trainer import checkpoint, rundir
 from trainer.config import Config
 from trainer.data import DeviceData, IndexStream, augment, check_batch, load_for
 from trainer.device import Runtime, resolve_runtime, widen
+from trainer.methods import METHODS, images_per_step
 from trainer.models import build_model
 from trainer.phases import PhaseClock
 from trainer.progress import Progress
@@ -128,14 +129,14 @@ def build_parts(cfg: Config, data: DeviceData, runtime: Runtime) -> Parts:
                                 weight_decay=cfg.weight_decay)
     device = runtime.device
     beta = None
-    if cfg.uses_mixup:
+    if METHODS[cfg.method].mixup:
         a = torch.tensor(float(cfg.alpha), device=device)
         beta = torch.distributions.Beta(a, a)
     where = data.train_x.device  # the indices live with the images they select
     return Parts(model, optimizer,
                  IndexStream(data.labeled, cfg.batch_size, seed=cfg.seed, device=where),
                  IndexStream(data.unlabeled, cfg.batch_size, seed=cfg.seed + 1, device=where),
-                 beta, cfg.reads_unlabeled)
+                 beta, METHODS[cfg.method].reads_unlabeled)
 
 
 @dataclass
@@ -350,7 +351,7 @@ def _train(cfg: Config, state: dict[str, Any] | None, resumed_file: str | None,
             row = {"step": step, "lr": lr, "weight": weight, **stats_now, **scores,
                    "best_test_accuracy": record.best,
                    "elapsed_seconds": record.elapsed_before + now - t_start,
-                   "images_per_second": count * cfg.images_per_step / max(now - t_interval, 1e-9)}
+                   "images_per_second": count * images_per_step(cfg) / max(now - t_interval, 1e-9)}
             record.history.append(row)
             save_checkpoint(paths[rundir.CHECKPOINT], cfg, parts, record, split_digests, device,
                             hooks.save_checkpoint)

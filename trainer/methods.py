@@ -121,3 +121,8 @@ def with_mixup(name: str) -> str:
     """The method with `name`'s meta part and mix-up on (the authors' --mix-up flag)."""
     meta = METHODS[name].meta
     return next(m.name for m in METHODS.values() if m.meta == meta and m.mixup)
+
+
+def images_per_step(cfg: Config) -> int:
+    """A labeled batch, and an unlabeled one for a method that reads unlabeled data."""
+    return cfg.batch_size * (2 if METHODS[cfg.method].reads_unlabeled else 1)

@@ -4,7 +4,7 @@ Ray started: the settings each trial resolves, from the driver's base and the tr
 from study.driver import StudyOptions, trial_base
 from study.spaces import load_space
 from study.trainable import trial_settings
-from trainer.config import resolve
+from trainer.settings import resolve
 
 CONFIG = {"weight": 0.5, "alpha": 0.3, "lr": 0.2, "warmup": 137}
 PER_TRIAL = {"cpu": 1.0, "gpu": 0.0}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from study.spaces import SPACES_DIR, SpaceError, available, load_space
-from trainer.config import resolve
+from trainer.settings import resolve
 
 GOOD = """
 dataset = "digits"

@@ -6,7 +6,8 @@ import random
 import numpy as np
 import pytest
 
-from trainer.config import MAX_SEED, ConfigError, parse_milestones, resolve
+from trainer.config import MAX_SEED, ConfigError, parse_milestones
+from trainer.settings import resolve
 
 
 @pytest.mark.parametrize("text", ["[300000, 350000]", "300000,350000", "300000 350000",

@@ -13,7 +13,6 @@ import scipy.io
 import torch
 
 from tests.trainer.helpers import write_cifar10, write_cifar100, write_svhn
-from trainer.config import resolve
 from trainer.data import (
     DATASETS,
     TRAIN_SIZES,
@@ -28,6 +27,7 @@ from trainer.data import (
     load_digits_arrays,
 )
 from trainer.loop import train
+from trainer.settings import replace, resolve
 
 
 def test_cifar10_reads_the_python_batches(tmp_path):
@@ -157,7 +157,7 @@ def test_a_split_or_batch_the_training_set_cannot_hold_is_refused_by_name(tmp_pa
     field = message.split(":")[0]
     save = tmp_path / "run"
     with pytest.raises(ValueError, match=f"^{field}: "):  # and by train() from the real split
-        train(cfg.replace(save_path=str(save)), show_progress=False)
+        train(replace(cfg, save_path=str(save)), show_progress=False)
     assert not save.exists()  # refused before the model and the run directory
 
 

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from trainer.config import ConfigError, resolve
+from trainer.config import ConfigError
 from trainer.device import resolve_runtime
 from trainer.models import build_model
+from trainer.settings import resolve
 from trainer.step import Batch, train_step
 
 

@@ -11,6 +11,7 @@ import torch
 
 from trainer import TrainingDiverged, resolve, train
 from trainer.checkpoint import CheckpointError, CheckpointFallbackWarning
+from trainer.settings import replace
 
 
 def tiny(tmp_path, name="run", **overrides):
@@ -75,7 +76,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_parameters(tmp_path, met
     with pytest.raises(Interrupt):
         train(cfg, report=stop_halfway, show_progress=False)
     assert len(read_csv(f"{cfg.save_path}/metrics.csv")) == 1
-    resumed = train(cfg.replace(resume=cfg.save_path), show_progress=False)
+    resumed = train(replace(cfg, resume=cfg.save_path), show_progress=False)
 
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
     b = torch.load(tmp_path / "interrupted" / "checkpoint.pt", weights_only=True)
@@ -106,11 +107,11 @@ def test_resume_rejects_a_corrupt_checkpoint(tmp_path):
     with open(path, "wb") as f:
         f.write(data[: len(data) // 2])  # truncated, as by a full disk
     with pytest.raises(CheckpointError, match="corrupt"):
-        train(cfg.replace(resume=path), show_progress=False)
+        train(replace(cfg, resume=path), show_progress=False)
     with open(path, "wb") as f:
         f.write(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="corrupt"):
-        train(cfg.replace(resume=path), show_progress=False)
+        train(replace(cfg, resume=path), show_progress=False)
 
 
 def truncate(path):
@@ -125,7 +126,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     assert torch.load(f"{cfg.save_path}/checkpoint.prev.pt", weights_only=True)["step"] == 20
     truncate(f"{cfg.save_path}/checkpoint.pt")
     with pytest.warns(CheckpointFallbackWarning, match=r"corrupt.*previous checkpoint.*step 20"):
-        summary = train(cfg.replace(resume=cfg.save_path), show_progress=False)
+        summary = train(replace(cfg, resume=cfg.save_path), show_progress=False)
     assert summary["steps"] == 40
     straight = tiny(tmp_path, name="straight", total_steps=40)
     train(straight, show_progress=False)
@@ -139,7 +140,7 @@ def test_a_checkpoint_write_cut_short_leaves_the_previous_one_to_resume_from(tmp
     train(cfg, show_progress=False)
     os.replace(f"{cfg.save_path}/checkpoint.pt", f"{cfg.save_path}/checkpoint.prev.pt")
     with pytest.warns(CheckpointFallbackWarning, match="no checkpoint at"):
-        assert train(cfg.replace(resume=cfg.save_path), show_progress=False)["steps"] == 40
+        assert train(replace(cfg, resume=cfg.save_path), show_progress=False)["steps"] == 40
 
 
 def test_resume_fails_clearly_when_no_good_checkpoint_is_left(tmp_path):
@@ -148,16 +149,16 @@ def test_resume_fails_clearly_when_no_good_checkpoint_is_left(tmp_path):
     truncate(f"{cfg.save_path}/checkpoint.pt")
     truncate(f"{cfg.save_path}/checkpoint.prev.pt")
     with pytest.raises(CheckpointError, match="previous checkpoint is unusable too"):
-        train(cfg.replace(resume=cfg.save_path), show_progress=False)
+        train(replace(cfg, resume=cfg.save_path), show_progress=False)
 
 
 def test_resume_rejects_a_checkpoint_of_another_run(tmp_path):
     cfg = tiny(tmp_path, total_steps=20)
     train(cfg, show_progress=False)
     with pytest.raises(CheckpointError, match="num_label: checkpoint 50, config 100"):
-        train(cfg.replace(num_label=100, resume=cfg.save_path), show_progress=False)
+        train(replace(cfg, num_label=100, resume=cfg.save_path), show_progress=False)
     with pytest.raises(CheckpointError, match="no checkpoint"):
-        train(cfg.replace(resume=str(tmp_path / "nowhere")), show_progress=False)
+        train(replace(cfg, resume=str(tmp_path / "nowhere")), show_progress=False)
 
 
 def test_the_exact_meta_gradient_option_trains(tmp_path):
@@ -170,7 +171,7 @@ def test_resuming_a_finished_run_completes_its_directory_without_training(tmp_pa
     cfg = tiny(tmp_path, total_steps=40)
     train(cfg, show_progress=False)
     reports = []
-    elsewhere = cfg.replace(resume=cfg.save_path, save_path=str(tmp_path / "elsewhere"))
+    elsewhere = replace(cfg, resume=cfg.save_path, save_path=str(tmp_path / "elsewhere"))
     summary = train(elsewhere, report=lambda row, path: reports.append(row), show_progress=False)
     assert summary["steps"] == 40 and reports == []  # nothing trained or reported again
     assert torch.load(tmp_path / "elsewhere" / "checkpoint.pt", weights_only=True)["step"] == 40

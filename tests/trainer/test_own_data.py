@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from tests.trainer.helpers import write_folder
-from trainer.config import ConfigError, resolve
+from trainer.config import ConfigError
 from trainer.data import load_for
 from trainer.models import build_model
 from trainer.own_data import (
@@ -22,6 +22,7 @@ from trainer.own_data import (
     own_preset,
     placement,
 )
+from trainer.settings import replace, resolve
 
 CPU = torch.device("cpu")
 
@@ -56,7 +57,7 @@ def test_val_and_test_folders_are_used_as_given(tmp_path):
     assert sorted(data.split_record()["files"]["val"]) == sorted(
         f"val/{c}/{i:03d}.png" for c in ("cat", "dog") for i in range(4))
     with pytest.raises(OwnDataError, match="has a validation set of its own"):
-        load_for(cfg.replace(num_val=2), CPU)
+        load_for(replace(cfg, num_val=2), CPU)
 
 
 def test_greyscale_and_colour_images_mix_as_colour(tmp_path):
@@ -253,18 +254,18 @@ def test_the_held_out_test_set_is_recorded_and_the_same_on_resume(tmp_path):
                    "num_label": 9, "batch_size": 8, "total_steps": 4, "test_freq": 2,
                    "warmup": 1, "milestones": "[3]", "device": "cpu", "no_flip": True,
                    "save_path": str(tmp_path / "run")})
-    first = train(cfg.replace(total_steps=2), show_progress=False)
+    first = train(replace(cfg, total_steps=2), show_progress=False)
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     held = split["test"]
     assert held["held_out_of"] == "x_train" and held["fraction"] == 0.3
     assert len(held["indices"]) == 18 and len(split["labeled"]) == 9
-    resumed = train(cfg.replace(resume=cfg.save_path), show_progress=False)
+    resumed = train(replace(cfg, resume=cfg.save_path), show_progress=False)
     assert (first["steps"], resumed["steps"]) == (2, 4)
     assert json.loads((tmp_path / "run" / "split.json").read_text()) == split
     # One image fewer: another held-out test set. The run refuses to go on with it.
     np.savez(tmp_path / "d.npz", x_train=x[1:], y_train=y[1:])
     with pytest.raises(CheckpointError, match=r"another split of d \(.*test.* changed"):
-        train(cfg.replace(resume=cfg.save_path, total_steps=6), show_progress=False)
+        train(replace(cfg, resume=cfg.save_path, total_steps=6), show_progress=False)
 
 
 def test_the_size_is_estimated_before_loading(tmp_path):
@@ -338,7 +339,7 @@ def test_images_in_pinned_host_memory_train_as_images_on_the_gpu(tmp_path, monke
     on_gpu = train(cfg, show_progress=False)["final_test_accuracy"]
     # A GPU too small for the images: they stay in pinned host memory, batches copied over.
     monkeypatch.setattr(trainer.own_data, "placement", lambda *a: CPU)
-    via_host = train(cfg.replace(save_path=str(tmp_path / "host")),
+    via_host = train(replace(cfg, save_path=str(tmp_path / "host")),
                      show_progress=False)["final_test_accuracy"]
     split = json.loads((tmp_path / "host" / "split.json").read_text())
     assert split["images_on"] == "host"

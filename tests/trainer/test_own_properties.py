@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from trainer.config import ConfigError, resolve
+from trainer.config import ConfigError
 from trainer.own_data import OwnDataError, load_own
+from trainer.settings import resolve
 
 TRIED = {"npz": 0, "folder": 0}
 PROPERTY = settings(max_examples=400, deadline=None,

@@ -10,8 +10,9 @@ from PIL import Image
 
 from tests.trainer.helpers import write_folder
 from trainer.cli import main
-from trainer.config import ConfigError, resolve
+from trainer.config import ConfigError
 from trainer.own_data import OwnDataError, class_counts, fingerprint, load_own
+from trainer.settings import resolve
 
 
 def identity(path):

@@ -8,8 +8,9 @@ import time
 import pytest
 import torch
 
-from trainer.config import ConfigError, resolve
+from trainer.config import ConfigError
 from trainer.loop import estimate
+from trainer.settings import resolve
 from trainer.threads import apply, busy_cpus, choose, usable_cpus
 
 AFFINITY = len(os.sched_getaffinity(0))

@@ -17,6 +17,7 @@ from trainer import resolve, train
 from trainer.checkpoint import CheckpointError
 from trainer.config import ConfigError
 from trainer.data import DATASETS, load_data, make_split
+from trainer.settings import replace
 
 CPU = torch.device("cpu")
 WRITERS = {"cifar10": (write_cifar10, {"per_batch": 60}),
@@ -182,11 +183,11 @@ def test_resume_keeps_the_split_and_refuses_another(tmp_path):
         train(cfg, report=stop, show_progress=False)
     before = json.load(open(f"{cfg.save_path}/split.json"))
     with pytest.raises(CheckpointError, match="num_val: checkpoint 30, config 0"):
-        train(cfg.replace(resume=cfg.save_path, num_val=0, val_from_labeled=False),
+        train(replace(cfg, resume=cfg.save_path, num_val=0, val_from_labeled=False),
               show_progress=False)
     with pytest.raises(CheckpointError, match="split: checkpoint 'authors', config 'random'"):
-        train(cfg.replace(resume=cfg.save_path, split="random"), show_progress=False)
-    train(cfg.replace(resume=cfg.save_path), show_progress=False)
+        train(replace(cfg, resume=cfg.save_path, split="random"), show_progress=False)
+    train(replace(cfg, resume=cfg.save_path), show_progress=False)
     after = json.load(open(f"{cfg.save_path}/split.json"))
     assert after == before and after["split"] == "authors" and after["val_from_labeled"]
     assert len(after["labeled"]) == 20 and len(after["val"]) == 30

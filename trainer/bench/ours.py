@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.config import Config, resolve
+from trainer.config import Config
 from trainer.data import DATASETS, DeviceData, Split
 from trainer.device import Runtime, resolve_runtime
 from trainer.loop import Parts, build_parts, evaluate
-from trainer.methods import Batch
+from trainer.methods import Batch, images_per_step
+from trainer.settings import resolve
 from trainer.step import train_step
 
 
@@ -109,6 +110,6 @@ def measure(settings: dict[str, Any], steps: int, warmup: int, evaluation: bool 
         part = dataclasses.replace(t.data, test_x=t.data.test_x[:n], test_y=t.data.test_y[:n])
         eval_s = timed(lambda: evaluate(t.parts.model, part, t.runtime), 1, device) * full / n
     return {"method": t.cfg.method, "meta_grad": t.cfg.meta_grad, "ms": 1e3 * step_s,
-            "images_per_s": t.cfg.images_per_step / step_s,
+            "images_per_s": images_per_step(t.cfg) / step_s,
             "data_fraction": min(1.0, data_s / step_s), "eval_s": eval_s,
             "peak_memory_mb": peak, "runtime": t.runtime.describe()}

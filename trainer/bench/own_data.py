@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.config import resolve
 from trainer.device import resolve_runtime
 from trainer.loop import build_parts
+from trainer.methods import images_per_step
 from trainer.own_data import estimate_bytes, host_available, load_own_for
+from trainer.settings import resolve
 from trainer.step import train_step
 
 
@@ -105,7 +106,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "peak_device_gib": (torch.cuda.max_memory_allocated(device) / 2**30
                             if device.type == "cuda" else None),
         "ms_per_step": 1000 * per_step,
-        "images_per_second": cfg.images_per_step / per_step,
+        "images_per_second": images_per_step(cfg) / per_step,
     }
 
 

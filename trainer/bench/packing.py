@@ -29,6 +29,7 @@ LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 def _trial(settings: dict[str, Any], steps: int, warmup: int, threads: int | None,
            wait: Callable[[], None]) -> dict[str, float]:
     from trainer.bench.ours import build, sync
+    from trainer.methods import images_per_step
 
     if threads:
         torch.set_num_threads(threads)
@@ -41,7 +42,7 @@ def _trial(settings: dict[str, Any], steps: int, warmup: int, threads: int | Non
     for _ in range(steps):
         t.step()
     sync(t.runtime.device)
-    return {"start": start, "end": time.time(), "images": steps * t.cfg.images_per_step}
+    return {"start": start, "end": time.time(), "images": steps * images_per_step(t.cfg)}
 
 
 def _ray_trial(settings, steps, warmup, threads, barrier) -> dict[str, float]:
