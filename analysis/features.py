@@ -25,9 +25,9 @@ from sklearn.manifold import TSNE
 from trainer import checkpoint, rundir
 from trainer.config import DEVICES, ConfigError
 from trainer.data import DatasetMissing, load_for
+from trainer.data.survey import dataset_name, is_dataset_path
 from trainer.device import resolve_device
 from trainer.models import build_model
-from trainer.own_data import dataset_name, is_dataset_path
 from trainer.settings import config_from_dict, replace
 
 GROUPS = ("labeled", "unlabeled", "test")

@@ -24,7 +24,7 @@ from analysis.importance import MAX_TRIALS as MAX_IMPORTANCE_TRIALS
 from analysis.importance import importance
 from analysis.paper import load_paper
 from trainer import rundir
-from trainer.own_data import dataset_name, is_dataset_path
+from trainer.data.survey import dataset_name, is_dataset_path
 from trainer.rundir import NotWritable, atomic_write, check_writable
 
 TOP_K = 10

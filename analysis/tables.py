@@ -23,8 +23,8 @@ from scipy import stats as scipy_stats
 
 from analysis.paper import Paper
 from study import layout
+from trainer.data.survey import dataset_name, is_dataset_path
 from trainer.methods import METHODS
-from trainer.own_data import dataset_name, is_dataset_path
 
 # Reproduction arms, in table order: (label, which trials, the paper's method to compare).
 ARMS = (

@@ -35,7 +35,7 @@ from study.race import SEED_BLOCK, selection_seeds
 from study.spaces import SpaceError, available, load_space
 from trainer.config import DEVICES, PRECISIONS
 from trainer.data import DatasetCorrupt, DatasetMissing, fetch, require_files
-from trainer.own_data import dataset_name
+from trainer.data.survey import dataset_name
 from trainer.rundir import DISK_FULL, DiskFull
 from trainer.settings import resolve
 

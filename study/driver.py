@@ -21,8 +21,8 @@ from study.interrupt import StudyInterrupted, graceful_stop, reassert
 from study.race import DEFAULTS, base_seed, decide, same_config, selection_seeds
 from study.spaces import Space, load_space
 from trainer import rundir
+from trainer.data.survey import fingerprint, is_dataset_path
 from trainer.methods import METHODS
-from trainer.own_data import fingerprint, is_dataset_path
 
 # Ray gives a node the loopback address (and its servers listen on loopback only) when
 # this is "0", as it does on macOS and Windows. Read when Ray is imported, so it is set

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 from trainer.config import Config, ConfigError, parse_milestones
 from trainer.data import TRAIN_SIZES, check_sizes
-from trainer.own_data import OwnDataError, class_counts, has_own_val, is_dataset_path
+from trainer.data.survey import OwnDataError, class_counts, has_own_val, is_dataset_path
 from trainer.settings import expand_labels_per_class, resolve
 
 SPACES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spaces")

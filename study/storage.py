@@ -94,8 +94,8 @@ def trial_bytes(architecture: str, dataset: str) -> int:
     import torch
 
     from trainer.data import DATASETS
+    from trainer.data.survey import inspect_classes
     from trainer.models import build_model
-    from trainer.own_data import inspect_classes
 
     if dataset in DATASETS:
         channels, classes = DATASETS[dataset].channels, DATASETS[dataset].num_classes

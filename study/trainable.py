@@ -31,9 +31,9 @@ from study.spaces import Schedule, scale_schedule
 from trainer import checkpoint, resolve, rundir, train
 from trainer.config import ConfigError
 from trainer.data import DatasetCorrupt, DatasetMissing
+from trainer.data.survey import OwnDataError, fingerprint
 from trainer.device import resolve_device
 from trainer.loop import RunHooks, TrainingDiverged
-from trainer.own_data import OwnDataError, fingerprint
 from trainer.phases import PhaseClock
 from trainer.rundir import RUN_DIR, write_json
 

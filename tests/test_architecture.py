@@ -83,12 +83,7 @@ def test_the_config_record_imports_nothing_of_the_trainer():
     assert not [n for n in names if n.split(".")[0] == "trainer"]
 
 
-@pytest.mark.parametrize("package", [
-    "study",
-    # data.py <-> own_data.py (through own_survey.py) is the knot left of issue 22's part 1
-    # (the data package unties it): strict, so that this guard turns on by itself then.
-    pytest.param("trainer", marks=pytest.mark.xfail(strict=True, reason="issue 22, part 1")),
-])
+@pytest.mark.parametrize("package", ["trainer", "study"])
 def test_no_import_circle_inside(package):
     graph = imported_modules(package)
     assert cycles(graph) == []

@@ -11,11 +11,11 @@ from trainer import checkpoint
 from trainer.config import DEVICES, MEMORY_FORMATS, META_GRADS, PRECISIONS, Config, ConfigError
 from trainer.config_file import read_settings
 from trainer.data import DATASETS, FILES, SPLITS, DatasetMissing
+from trainer.data.survey import dataset_name, is_dataset_path
 from trainer.lock import Locked
 from trainer.loop import TrainingDiverged, train
 from trainer.methods import METHODS, with_mixup
 from trainer.models import ALIASES, MODELS
-from trainer.own_data import dataset_name, is_dataset_path
 from trainer.rundir import DiskFull, NotWritable, RunDirTaken, check_writable
 from trainer.settings import PRESETS, replace, resolve
 

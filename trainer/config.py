@@ -48,7 +48,7 @@ class Config:
     num_val: int = 0
     val_from_labeled: bool = False
     split: str = "random"  # how the labeled set is drawn: random, or the authors' procedure
-    # Data of your own (dataset = a folder or .npz path, trainer/own_data.py): resize every
+    # Data of your own (dataset = a folder or .npz path, trainer/data/own.py): resize every
     # image to image_size x image_size at load (0: keep the stored size).
     image_size: int = 0
     no_flip: bool = False  # no random horizontal flips (digits, text, house numbers)

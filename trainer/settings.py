@@ -19,9 +19,15 @@ from trainer.config import (
     parse_milestones,
 )
 from trainer.data import DATASETS, FILES, SPLITS
+from trainer.data.survey import (
+    OwnDataError,
+    inspect_classes,
+    is_dataset_path,
+    own_preset,
+    stored_size,
+)
 from trainer.methods import METHODS
 from trainer.models import ALIASES, MIN_IMAGE_SIZE, MODELS
-from trainer.own_data import OwnDataError, inspect_classes, is_dataset_path, own_preset, stored_size
 
 # The paper's settings per dataset (its experiments section); digits is our embedded,
 # CPU-sized default, tuned so that a run takes seconds and SSL still pays off.

@@ -167,7 +167,7 @@ def test_digits_as_npz_and_as_png_folder_train_as_the_built_in_set(tmp_path):
     from trainer.loop import train
 
     d = load_digits()
-    images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)  # as trainer/data.py
+    images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)  # as trainer/data/builtin.py
     np.savez(tmp_path / "digits.npz", x_train=images, y_train=d.target)
     for i, (im, y) in enumerate(zip(images, d.target)):
         os.makedirs(tmp_path / "digits" / "train" / str(y), exist_ok=True)
@@ -307,12 +307,12 @@ def test_a_containers_memory_limit_is_what_the_host_has(tmp_path):
 
 
 def test_data_too_big_for_the_host_is_refused_before_loading(tmp_path, monkeypatch):
-    import trainer.own_data
+    import trainer.data.own
     from trainer.loop import train
 
     root = write_folder(tmp_path / "d", ["train"], per_class=10, size=16, mode="RGB")
     # A host with 4 KiB to spare: the 20 colour images of 16x16 take 15 KiB decoded.
-    monkeypatch.setattr(trainer.own_data, "host_available", lambda: 4096)
+    monkeypatch.setattr(trainer.data.own, "host_available", lambda: 4096)
     cfg = resolve({"dataset": root, "num_label": 4, "batch_size": 2, "total_steps": 2,
                    "device": "cpu", "save_path": str(tmp_path / "run")})
     with pytest.raises(OwnDataError, match=r"the images take 15\.0 KiB decoded, and loading "
@@ -326,7 +326,7 @@ def test_data_too_big_for_the_host_is_refused_before_loading(tmp_path, monkeypat
 def test_images_in_pinned_host_memory_train_as_images_on_the_gpu(tmp_path, monkeypatch):
     from sklearn.datasets import load_digits
 
-    import trainer.own_data
+    import trainer.data.own
     from trainer.loop import train
 
     d = load_digits()
@@ -338,7 +338,7 @@ def test_images_in_pinned_host_memory_train_as_images_on_the_gpu(tmp_path, monke
     assert host.train_x.device == CPU and host.train_x.is_pinned()
     on_gpu = train(cfg, show_progress=False)["final_test_accuracy"]
     # A GPU too small for the images: they stay in pinned host memory, batches copied over.
-    monkeypatch.setattr(trainer.own_data, "placement", lambda *a: CPU)
+    monkeypatch.setattr(trainer.data.own, "placement", lambda *a: CPU)
     via_host = train(replace(cfg, save_path=str(tmp_path / "host")),
                      show_progress=False)["final_test_accuracy"]
     split = json.loads((tmp_path / "host" / "split.json").read_text())
