@@ -189,3 +189,32 @@ def test_a_snapshot_is_sealed_from_tunes_staging_before_it_reaches_the_study(tmp
     assert report["restored_from_seal"] == ["experiment_state-2.json", "searcher-state-1.pkl"]
     assert (study / "searcher-state-1.pkl").read_bytes() == newer
     assert (study / "experiment_state-2.json").read_bytes() == b'{"trial_data": [1]}'
+
+
+def test_the_one_ray_method_the_seal_wraps_still_writes_the_snapshot_as_the_seal_expects():
+    # study/trust.py `sealing_snapshots` wraps TuneController.save_to_dir (docs/architecture.md
+    # says why no hook does): it must still be the one method that writes a whole snapshot
+    # into the driver's staging folder, which the wrapper reads from `_storage`.
+    import inspect
+
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.execution.tune_controller import TuneController
+
+    assert list(inspect.signature(TuneController.save_to_dir).parameters) == ["self"]
+    body = inspect.getsource(TuneController.save_to_dir)
+    for part in ("self._storage.experiment_driver_staging_path", "experiment_state_file_name",
+                 "self._search_alg.save_to_dir", "self._callbacks.save_to_dir"):
+        assert part in body, f"Ray's TuneController.save_to_dir no longer has {part}"
+    assert "save_fn=self.save_to_dir" in inspect.getsource(TuneController.checkpoint)
+    assert "self._storage = storage" in inspect.getsource(TuneController.__init__)
+    assert isinstance(inspect.getattr_static(StorageContext, "experiment_driver_staging_path"),
+                      property)
+
+
+def test_sealing_snapshots_puts_ray_s_method_back_afterwards(tmp_path):
+    from ray.tune.execution.tune_controller import TuneController
+
+    original = TuneController.save_to_dir
+    with trust.sealing_snapshots(str(tmp_path)):
+        assert TuneController.save_to_dir is not original
+    assert TuneController.save_to_dir is original
