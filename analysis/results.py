@@ -22,8 +22,7 @@ import pandas as pd
 
 from study import layout
 from trainer import rundir
-from trainer.checkpoint import ABSENT_MEANS
-from trainer.config import Config
+from trainer.config import ABSENT_MEANS, Config
 
 # The trainer settings that become columns: every Config field but those that say where or
 # how a run ran rather than what it computed (precision stays: tables report it).

@@ -103,3 +103,16 @@ def test_a_circle_through_a_function_level_import_is_found(tmp_path):
     (tmp_path / "pkg" / "c.py").write_text("import pkg.a\n")
     (tmp_path / "pkg" / "d.py").write_text("import pkg.a\n")  # imports in, no circle
     assert cycles(imported_modules("pkg", root=tmp_path)) == [["pkg.a", "pkg.b", "pkg.c"]]
+
+
+def test_reading_a_study_s_results_needs_no_torch():
+    # analysis/results.py reads run files and study folders: trainer.config, rundir and
+    # study.layout, not the training machinery (torch takes seconds to import).
+    import subprocess
+    import sys
+
+    code = ("import sys, analysis.results; "
+            "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

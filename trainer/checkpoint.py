@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from trainer import rundir
+from trainer.config import ABSENT_MEANS
 from trainer.rundir import atomic_write
 
 FORMAT = 1
@@ -20,8 +21,6 @@ FORMAT = 1
 # the labeled split and the objective. Schedules and lengths may change (e.g. extend a run).
 MUST_MATCH = ("dataset", "architecture", "num_label", "seed", "method", "num_val",
               "val_from_labeled", "split")
-# What a checkpoint written before a field existed means by its absence.
-ABSENT_MEANS = {"num_val": 0, "val_from_labeled": False, "split": "random"}
 
 
 PREVIOUS = rundir.PREVIOUS_CHECKPOINT

@@ -104,3 +104,10 @@ def parse_milestones(text: str | list | tuple) -> tuple[int, ...]:
     if any(b <= a for a, b in zip(out, out[1:])):
         raise ConfigError(f"milestones: {out} must be strictly increasing")
     return tuple(out)
+
+
+# Fields added after the first checkpoints and config.json files were written: a file without
+# one meant what the field's default means now (checkpoint.py and the analysis read it).
+ADDED_LATER = ("num_val", "val_from_labeled", "split")
+ABSENT_MEANS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Config)
+                                if f.name in ADDED_LATER}

@@ -1,6 +1,7 @@
 """Data of your own, loaded: now trainer/data/own.py (and trainer/data/survey.py); this
 face keeps the names `trainer.own_data` has offered."""
 
+from trainer.data.fit import estimate_bytes, host_available, placement
 from trainer.data.own import (
     OwnData,
     load_own,
@@ -11,16 +12,13 @@ from trainer.data.survey import (
     OwnDataError,
     class_counts,
     dataset_name,
-    estimate_bytes,
     fingerprint,
     has_own_val,
-    host_available,
     inspect_classes,
     is_dataset_path,
-    own_preset,
-    placement,
     stored_size,
 )
+from trainer.settings import own_preset
 
 __all__ = [
     "OwnData", "OwnDataError", "class_counts", "dataset_name", "estimate_bytes", "fingerprint",

@@ -1,6 +1,7 @@
 """Data of your own before loading: now trainer/data/survey.py; this face keeps the names
 `trainer.own_survey` has offered."""
 
+from trainer.data.fit import estimate_bytes, host_available, placement
 from trainer.data.holdout import (
     HOLDOUT_SEED,
 )
@@ -10,20 +11,17 @@ from trainer.data.survey import (
     OwnDataError,
     class_counts,
     dataset_name,
-    estimate_bytes,
     fingerprint,
     has_own_val,
-    host_available,
     image_errors,
     inspect_classes,
     is_dataset_path,
     open_npz,
-    own_preset,
-    placement,
     read_array,
     stored_size,
     tree,
 )
+from trainer.settings import own_preset
 
 __all__ = [
     "HOLDOUT_SEED", "MAX_PIXELS", "OwnDataError", "TEST_FRACTION", "class_counts",

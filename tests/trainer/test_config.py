@@ -135,3 +135,13 @@ def test_the_largest_seed_allowed_seeds_every_generator_the_trainer_uses():
     IndexStream(np.arange(10), 4, seed=MAX_SEED + 1).next()  # the unlabeled stream's seed
     torch.manual_seed(MAX_SEED)
     random.Random(MAX_SEED + 1)
+
+
+def test_the_architectures_chosen_for_data_of_your_own_by_size_exist():
+    from trainer.models import MIN_IMAGE_SIZE, MODELS
+    from trainer.settings import ARCHITECTURE_BY_SIZE
+
+    assert all(name in MODELS for _, name in ARCHITECTURE_BY_SIZE)
+    # Each takes the smallest images it is chosen for (one pixel above the bracket below).
+    for (below, _), (_, name) in zip(ARCHITECTURE_BY_SIZE, ARCHITECTURE_BY_SIZE[1:]):
+        assert MIN_IMAGE_SIZE[name] <= below + 1, (name, below + 1)

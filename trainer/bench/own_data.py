@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainer.data.fit import estimate_bytes, host_available
 from trainer.data.own import load_own_for
-from trainer.data.survey import estimate_bytes, host_available
 from trainer.device import resolve_runtime
 from trainer.loop import build_parts
 from trainer.methods import images_per_step
@@ -102,7 +102,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "write_seconds": wrote, "load_seconds": loaded,
         "host_rss_before_load_gib": before / 2**30,
         "host_peak_during_load_gib": peak_load / 2**30,
-        # against HOST_COPIES (trainer/data/survey.py), the loader's assumed peak
+        # against HOST_COPIES (trainer/data/fit.py), the loader's assumed peak
         "load_peak_over_images": (peak_load - before) / max(nbytes, 1),
         "peak_device_gib": (torch.cuda.max_memory_allocated(device) / 2**30
                             if device.type == "cuda" else None),

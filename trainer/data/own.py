@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from trainer.data.batches import DeviceData, to_device
+from trainer.data.fit import estimate_bytes, host_available, placement
 from trainer.data.holdout import HOLDOUT_SEED, holdout
 from trainer.data.specs import Arrays, DatasetSpec
 from trainer.data.splits import Split, make_split
@@ -35,16 +36,12 @@ from trainer.data.survey import (
     OwnDataError,
     class_counts,
     dataset_name,
-    estimate_bytes,
     fingerprint,
     has_own_val,
-    host_available,
     image_errors,
     inspect_classes,
     is_dataset_path,
     open_npz,
-    own_preset,
-    placement,
     read_array,
     stored_size,
     tree,
@@ -57,7 +54,7 @@ if TYPE_CHECKING:
 # it loads (here).
 __all__ = ["OwnData", "OwnDataError", "class_counts", "dataset_name", "estimate_bytes",
            "fingerprint", "has_own_val", "inspect_classes", "is_dataset_path", "load_own",
-           "load_own_for", "own_preset", "placement", "spec_of", "stored_size"]
+           "load_own_for", "placement", "spec_of", "stored_size"]
 
 
 @dataclass

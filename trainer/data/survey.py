@@ -13,7 +13,6 @@ import zipfile
 import zlib
 
 import numpy as np
-import torch
 
 from trainer.data.holdout import HOLDOUT_FRACTION
 
@@ -290,53 +289,6 @@ def has_key(path: str, key: str) -> bool:
         return key in z.files
 
 
-# Architecture by image side: the small CNN for tiny images, WRN-28-2 around 32 px,
-# ResNet-18 from 64 px.
-ARCHITECTURE_BY_SIZE = ((16, "digitscnn"), (63, "wrn28-2"), (1 << 30, "resnet18"))
-
-
-def _given_count(given: dict, key: str) -> int | None:
-    """The positive whole number given for `key`, else None: a value of another type or
-    sign leaves the default as it is, and validation refuses it, naming the setting."""
-    value = given.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 \
-        else None
-
-
-def own_preset(path: str, given: dict) -> dict:
-    """Defaults for data of your own, from its size (every one overridable; the trainer
-    prints the resolved config at start)."""
-    inspect_classes(path)  # a missing path or train/ is named before anything else
-    size = _given_count(given, "image_size") or stored_size(path)
-    counts, extra = class_counts(path)
-    classes = len(counts)
-    per_class = int(counts.min())
-    num_val = _given_count(given, "num_val") or 0
-    # With unlabeled/ images: every labeled image the smallest class allows, less the
-    # validation images drawn beside them. Without: a tenth of each class, the rest of
-    # train/ serving as the unlabeled images.
-    labeled = per_class - (0 if given.get("val_from_labeled") else num_val // classes)
-    if not extra:
-        labeled = min(labeled, max(1, per_class // 10))
-    pool = int(counts.sum()) + extra
-    batch = _given_count(given, "batch_size") or (64 if pool < 10_000 else 128)
-    # About 50 passes over the training images, in whole hundreds of steps; the schedule
-    # follows a total given on the command line.
-    fifty_passes = int(min(400_000, max(500, round(50 * pool / batch, -2))))
-    total = _given_count(given, "total_steps") or fifty_passes
-    test_freq = max(min(50, total), int(round(total / 20, -1)))
-    return {"architecture": next((a for s, a in ARCHITECTURE_BY_SIZE if size <= s),
-                                 ARCHITECTURE_BY_SIZE[-1][1]),
-            "num_label": max(1, labeled) * classes, "batch_size": batch, "total_steps": total,
-            "warmup": total // 6, "milestones": (int(total * 0.75),), "test_freq": test_freq,
-            "log_freq": max(10, test_freq // 2), "weight_decay": 5e-4,
-            # No flips unless asked: a flip destroys digits and text (issue 20's measurement,
-            # MetaSemi on 5,000 greyscale 28-pixel images, small CNN, 1,500 steps: 0.868 with
-            # flips, 0.962 without), while leaving it out costs natural images a point or
-            # two. `--space custom` searches it.
-            "no_flip": True}
-
-
 def fingerprint(path: str) -> str:
     """A digest of what the data is, the same on every node that holds the same copy:
     every image's path and size (a folder), or the file's size and its first and last MiB
@@ -354,79 +306,3 @@ def fingerprint(path: str) -> str:
             f.seek(max(0, size - (1 << 20)))
             h.update(f.read(1 << 20))
     return h.hexdigest()[:16]
-
-
-# --- does it fit? -------------------------------------------------------------------------
-
-# Loading holds about three copies at its peak (decoded images, their stack, the training
-# array with unlabeled/ and val/ appended); training keeps one. On a GPU the data may take
-# half of the free memory, the rest is the model's.
-HOST_COPIES, DEVICE_SHARE = 3, 0.5
-
-
-def estimate_bytes(path: str, image_size: int | None = None) -> int:
-    """The decoded size of every image at `path` (uint8), from file counts and one header
-    (folders: counted as colour, the larger case) or the arrays' headers (.npz)."""
-    side = image_size or stored_size(path)
-    if os.path.isdir(path):
-        count = len(image_files(path))
-        return count * 3 * side * side
-    total = 0
-    for key in ("x_train", "x_unlabeled", "x_val", "x_test"):
-        if has_key(path, key):
-            shape = _images_shape(path, key)
-            nhwc = len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3)
-            channels = 1 if len(shape) == 3 else shape[-1] if nhwc else shape[1]
-            total += shape[0] * channels * side * side
-    return total
-
-
-def host_available(cgroup: str = "/sys/fs/cgroup") -> int:
-    """Memory this process can still take, in bytes: the OS's MemAvailable, or less where a
-    container's memory limit (cgroup v2 or v1, under `cgroup`) leaves less."""
-    free = None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    free = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    if free is None:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    # A container sees the whole machine in /proc/meminfo; its limit is in its cgroup.
-    for limit, usage in (("memory.max", "memory.current"),
-                         ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
-        try:
-            with open(os.path.join(cgroup, limit)) as f:
-                cap = f.read().strip()
-            with open(os.path.join(cgroup, usage)) as f:
-                used = int(f.read().strip())
-        except (OSError, ValueError):
-            continue
-        if cap.isdigit():  # "max" (v2) or a huge number (v1) means no limit
-            free = min(free, max(0, int(cap) - used))
-        break
-    return free
-
-
-def _size(nbytes: float) -> str:
-    for unit, shift in (("GiB", 30), ("MiB", 20)):
-        if nbytes >= 2**shift:
-            return f"{nbytes / 2**shift:.1f} {unit}"
-    return f"{nbytes / 2**10:.1f} KiB"
-
-
-def placement(nbytes: int, device: torch.device, host_free: int,
-              device_free: int | None) -> torch.device:
-    """Where the images live while training: on `device` when they fit, else in (pinned)
-    host memory, each batch copied over; refused, with the numbers, when the host cannot
-    hold them either."""
-    if HOST_COPIES * nbytes > host_free:
-        raise OwnDataError(
-            f"the images take {_size(nbytes)} decoded, and loading them needs about "
-            f"{_size(HOST_COPIES * nbytes)} of host memory, but {_size(host_free)} is "
-            "available; use --image-size to load them smaller, or fewer images")
-    if device_free is not None and nbytes > DEVICE_SHARE * device_free:
-        return torch.device("cpu")
-    return device
