@@ -279,7 +279,7 @@ def test_autoscaler_serves_gpu_trials_with_spot_workers_first(prepared):
     """Autoscaler v1's scheduler (RAY_UP_enable_autoscaler_v2=0): pending half-GPU trials
     bring up GPU workers, spot type first. v1 ignores `priority` and takes the type whose
     name sorts last; v2, which `ray up` starts by default, follows the spot type's
-    `priority`, and tests/study/test_rehearsal.py runs it."""
+    `priority`, and tests/study/tools/test_rehearsal.py runs it."""
     from ray.autoscaler._private.node_provider_availability_tracker import (
         NodeAvailabilitySummary,
     )

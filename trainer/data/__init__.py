@@ -8,7 +8,8 @@ digits is scikit-learn's embedded set and needs no download.
 The package, bottom first: specs.py (what a dataset is, its errors), holdout.py (the one
 holdout rule), builtin.py (the built-in loaders, DATASETS), splits.py (labeled, validation,
 unlabeled), batches.py (on the device: streams, augmentation), survey.py, fit.py and own.py
-(data of your own: what it holds, whether and where it fits, loading), load.py (`load_for`, which alone knows both kinds).
+(data of your own: what it holds, whether and where it fits, loading), load.py (`load_for`,
+which alone knows both kinds).
 This face keeps the names `trainer.data` has always offered.
 """
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from study.rehearsal import LiveTimeline, Observer, main, max_packing, monitor_events
+from study.tools.rehearsal import LiveTimeline, Observer, main, max_packing, monitor_events
 from tests.study.helpers import REPO, assert_each_trial_once, trial_dirs
 
 # Lines as Ray 2.60's autoscaler v2 writes them to monitor.log (from a rehearsal).
@@ -81,7 +81,8 @@ def test_a_study_on_cluster_yamls_autoscaling_cluster_scales_up_packs_survives_a
         tmp_path):
     out = tmp_path / "rehearsal"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "study.rehearsal", "--cluster-yaml", str(REPO / "cluster.yaml"),
+        [sys.executable, "-m", "study.tools.rehearsal",
+         "--cluster-yaml", str(REPO / "cluster.yaml"),
          "--out", str(out), "--lose-worker", "--idle-timeout-minutes", "0.1", "--timeout", "400",
          "--", "--num-samples", "2", "--steps-per-trial", "60", "--test-freq", "15"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -1,14 +1,14 @@
 """Rehearse cluster.yaml on this machine before paying for it.
 
-A fake autoscaling cluster with cluster.yaml's own node types (study/fake_cluster.py)
+A fake autoscaling cluster with cluster.yaml's own node types (study/tools/fake_cluster.py)
 starts with no workers; a study with fractional-GPU trials runs on it; optionally one worker
 is lost mid-study, as a reclaimed spot instance is. The rehearsal records when workers were
 requested, joined and removed, and where and when each trial ran, then checks that the
 autoscaler added GPU workers, the trials ran there packed as asked, the study completed,
 a lost worker's trials resumed from their checkpoints, and idle workers were removed.
 
-    python -m study.rehearsal --lose-worker                 # cluster.yaml, 4 digits trials
-    python -m study.rehearsal --out DIR -- --num-samples 8  # study options after --
+    python -m study.tools.rehearsal --lose-worker                 # cluster.yaml, 4 digits trials
+    python -m study.tools.rehearsal --out DIR -- --num-samples 8  # study options after --
 
 The trials train the digits set on CPU: the fake GPUs are only resources to schedule.
 """
@@ -31,14 +31,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from study import fake_cluster, layout, storage
+from study import layout, storage
 from study.cli import build_parser, options_from_args
 from study.errors import StudyError
 from study.spaces import SpaceError, load_space
+from study.tools import fake_cluster
 from trainer import rundir
 from trainer.rundir import check_writable, write_json
 
-RUN_PY = Path(__file__).with_name("run.py")
+RUN_PY = Path(__file__).parents[1] / "run.py"  # study/run.py
 # cluster.yaml's trials are CIFAR trials: their packing (GPU share, CPUs) is the one to
 # rehearse; the digits data keeps each trial to seconds on a CPU.
 PACKING_OF = "cifar100"
@@ -336,7 +337,7 @@ def rehearse(cluster_yaml: str, out: str, extra: list[str], idle_timeout_minutes
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m study.rehearsal", description=__doc__.split("\n\n")[0],
+        prog="python -m study.tools.rehearsal", description=__doc__.split("\n\n")[0],
         epilog="Options after -- go to study/run.py and override the rehearsal's study.")
     parser.add_argument("--cluster-yaml", default="cluster.yaml")
     parser.add_argument("--out", default="rehearsal", help="folder for the record and logs")

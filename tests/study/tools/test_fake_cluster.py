@@ -12,10 +12,10 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from study.fake_cluster import FakeClusterError, autoscaling_config, kill_node
 from study.procs import descendants
+from study.tools.fake_cluster import FakeClusterError, autoscaling_config, kill_node
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CLUSTER = yaml.safe_load((ROOT / "cluster.yaml").read_text())
 
 
