@@ -1,6 +1,8 @@
 """The feature map (analysis/features.py) of a small trained run, and its refusals."""
 
+import numpy as np
 import pandas as pd
+from PIL import Image
 
 from analysis.features import main
 from trainer import resolve, train
@@ -12,7 +14,12 @@ def test_a_short_digits_run_is_mapped_with_every_group(tmp_path, capsys):
     train(cfg, show_progress=False)
     assert main([cfg.save_path, "--checkpoint", "latest", "--num-point", "30"]) == 0
     points = pd.read_csv(tmp_path / "run" / "features.csv")
-    assert (tmp_path / "run" / "features.png").stat().st_size > 0
+    with Image.open(tmp_path / "run" / "features.png") as png:  # a real figure, drawn
+        assert png.format == "PNG" and png.width >= 300 and png.height >= 200
+        rgb = np.asarray(png.convert("RGB"), dtype=int)
+    # The groups are drawn in colour: axes, ticks and text alone are grey.
+    saturated = (rgb.max(axis=2) - rgb.min(axis=2)) > 60
+    assert saturated.sum() > 500
     assert points.groupby("group").size().to_dict() == {"labeled": 30, "test": 30,
                                                         "unlabeled": 30}
     assert points[["x", "y"]].notna().all().all() and points["x"].std() > 0

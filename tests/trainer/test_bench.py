@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -15,9 +16,11 @@ def bench(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_one_run_gives_every_figure_and_they_are_consistent(tmp_path):
     out = tmp_path / "bench.json"
+    t0 = time.perf_counter()
     result = json.loads(bench(
         "--networks", "digitscnn", "--steps", "2", "--warmup", "1", "--reference-workers", "1",
         "--packing", "2", "--eval-images", "200", "--json", "--out", str(out)).stdout)
+    wall_ms = 1000 * (time.perf_counter() - t0)
     assert json.loads(out.read_text()) == result  # --out writes the same object
 
     env = result["environment"]
@@ -27,7 +30,8 @@ def test_one_run_gives_every_figure_and_they_are_consistent(tmp_path):
     assert net["batch_size"] == 32  # a CPU run's default
     ours, ref = net["ours"], net["reference"]
     for m in [*ours.values(), *ref.values()]:
-        assert m["ms"] > 0 and 0 <= m["data_fraction"] <= 1
+        # A step's time: measured (positive), and no longer than the whole command took.
+        assert 0 < m["ms"] < wall_ms and 0 <= m["data_fraction"] <= 1
     # Measured, not restated: a MetaSemi step (two batches, the meta step's extra passes)
     # costs well over a supervised one on the same network; jvp is the other estimator.
     assert net["meta_over_supervised"] > 1.5 and net["meta_over_supervised_jvp"] > 1.5
@@ -37,12 +41,16 @@ def test_one_run_gives_every_figure_and_they_are_consistent(tmp_path):
 
     (point,) = net["packing"]  # two trials at once, each a Ray task
     assert (point["trials"], point["launcher"], point["gpus_per_trial"]) == (2, "ray", 0.0)
-    assert point["images_per_s"] > 0 and len(point["per_trial_images_per_s"]) == 2
+    assert len(point["per_trial_images_per_s"]) == 2
+    # The trials together, over the span of both, make at most what each made over its own.
+    assert 0 < point["images_per_s"] <= sum(point["per_trial_images_per_s"]) * (1 + 1e-9)
 
     # The evaluation is timed on a part of the test set and scaled: the projection's
     # evaluation share does not depend on how many images were timed.
     proj = net["projected_400k_hours"]
     assert result["eval_images"] == 200 and proj["evaluation"] > 0
+    assert proj["steps"] == pytest.approx(400_000 * ours["metasemi"]["ms"] / 1e3 / 3600)
+    assert proj["total"] == pytest.approx(proj["steps"] + proj["evaluation"])
 
 
 def test_the_tables_name_each_step_and_skip_what_is_turned_off(capsys):
