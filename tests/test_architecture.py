@@ -116,3 +116,12 @@ def test_reading_a_study_s_results_needs_no_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_one_fact_written_in_both_the_trainer_and_the_study_agrees():
+    # Ray's switch that keeps a local instance on loopback: the packing benchmark
+    # (trainer/bench/packing.py) starts Ray too, and the trainer may not import the study.
+    from study.driver import LOCAL_ONLY_ENV
+    from trainer.bench.packing import LOCAL_ONLY_ENV as packing_env
+
+    assert packing_env == LOCAL_ONLY_ENV == "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"

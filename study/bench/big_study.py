@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from study import layout
 from study.bench.table import BENCH_DIR
 from trainer import rundir
 
@@ -79,7 +80,7 @@ def read_study(study_dir: str) -> dict[str, Any]:
         with open(path) as f:
             return json.load(f)
 
-    summary = load(os.path.join(study_dir, "study_summary.json"))
+    summary = load(os.path.join(study_dir, layout.SUMMARY_FILE))
     trials = []
     for record in summary["trials"]:
         folder = os.path.join(study_dir, os.path.basename(record["path"]))
@@ -95,7 +96,7 @@ def read_study(study_dir: str) -> dict[str, Any]:
             "metrics": [{k: _number(v) for k, v in r.items()} for r in rows],
             **{name: load(os.path.join(run, name)) if os.path.isfile(os.path.join(run, name))
                else None for name in RUN_JSON}})
-    return {"study": load(os.path.join(study_dir, "study.json")),
+    return {"study": load(os.path.join(study_dir, layout.STUDY_FILE)),
             "summary": {k: v for k, v in summary.items() if k != "trials"}, "trials": trials}
 
 
@@ -476,14 +477,14 @@ def build(path: str, n: int, seed: int = 0, source: str | None = None) -> dict[s
     os.makedirs(path)
     name = os.path.basename(path)
     options.update(name=name, storage_path=os.path.dirname(path), num_samples=n_search)
-    _write(os.path.join(path, "study.json"), _json(study))
+    _write(os.path.join(path, layout.STUDY_FILE), _json(study))
     results = [_write_trial(path, name, t) for t in trials]
     known = {f.name for f in fields(StudyOptions)}
     opts = StudyOptions(**{k_: v for k_, v in options.items() if k_ in known})
     summary = summarise(opts, _space(study), results, max(slots) - t0)
     # what reconcile() adds to a study that was never interrupted
     summary.update(orphaned_trial_dirs=[], optuna_orphans_failed=0)
-    _write(os.path.join(path, "study_summary.json"), _json(summary))
+    _write(os.path.join(path, layout.SUMMARY_FILE), _json(summary))
     if options["mode"] == "search":
         _optuna_db(path, name, [t for t in trials if t["phase"] != "race"], specs)
     return {"path": path, "trials": [

@@ -28,6 +28,7 @@ import tempfile
 import time
 from typing import Any
 
+from study import layout
 from study.bench.table import DEFAULT_PATH
 from trainer import rundir
 from trainer.rundir import write_json
@@ -47,7 +48,7 @@ def _last_row(metrics_csv: str) -> dict[str, str]:
 
 def live_outcome(study_dir: str, replay) -> dict[str, Any]:
     """What a finished live study spent, where its trials ended, and what it picked."""
-    with open(os.path.join(study_dir, "study_summary.json")) as f:
+    with open(os.path.join(study_dir, layout.SUMMARY_FILE)) as f:
         summary = json.load(f)
     seconds, ends = 0.0, {}
     for t in summary["trials"]:
@@ -57,7 +58,7 @@ def live_outcome(study_dir: str, replay) -> dict[str, Any]:
             ends[t["steps"]] = ends.get(t["steps"], 0) + 1
     pick = replay.snap(summary["best_config"]) if summary["best_config"] else None
     race = summary.get("race") or {}
-    with open(os.path.join(study_dir, "study.json")) as f:
+    with open(os.path.join(study_dir, layout.STUDY_FILE)) as f:
         seed = json.load(f)["options"]["seed"]
     return {"seed": seed, "study": study_dir, "cost": seconds, "ends": ends, "pick": pick,
             "regret": 100.0 * float(replay.truth[pick] - replay.truth.min())
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --seeds and --workers must be >= 1", file=sys.stderr)
         return 2
     for d in args.studies or []:
-        if not os.path.isfile(os.path.join(d, "study_summary.json")):
+        if not os.path.isfile(os.path.join(d, layout.SUMMARY_FILE)):
             print(f"error: --from {d}: not a finished study (no study_summary.json)",
                   file=sys.stderr)
             return 2

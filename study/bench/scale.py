@@ -29,6 +29,7 @@ import tempfile
 import time
 from typing import Any
 
+from study import layout
 from study.bench.overhead import TRAINER, breakdown, read_workers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -79,13 +80,13 @@ def accounting(study: str, n: int, report_dir: str) -> list[str]:
     """What is missing or counted twice: each of the n trials once in the summary, in
     optuna.db and in the report's frame (trials.csv). Empty when all hold."""
     problems = []
-    with open(os.path.join(study, "study_summary.json")) as f:
+    with open(os.path.join(study, layout.SUMMARY_FILE)) as f:
         summary = json.load(f)
     ids = [t["trial_id"] for t in summary["trials"]]
     if len(ids) != n or len(set(ids)) != n:
         problems.append(f"study_summary.json: {len(ids)} trials, {len(set(ids))} distinct, "
                         f"not {n}")
-    states = optuna_trials(os.path.join(study, "optuna.db"))
+    states = optuna_trials(os.path.join(study, layout.OPTUNA_DB))
     if sum(states.values()) != n:
         problems.append(f"optuna.db: {sum(states.values())} trials ({states}), not {n}")
     import pandas as pd
@@ -141,7 +142,7 @@ def measure(n: int, steps: int, root: str) -> dict[str, Any]:
         "tpe_ms": {str(i): 1000 * suggest[i - 1] for i in (10, 100, 1000, 10000)
                    if len(suggest) >= i},
         "suggest_ms": [1000 * s for s in suggest],
-        "optuna_db_mb": os.path.getsize(os.path.join(study, "optuna.db")) / 2**20,
+        "optuna_db_mb": os.path.getsize(os.path.join(study, layout.OPTUNA_DB)) / 2**20,
         "study_dir_mb": _du(study) / 2**20,
         "summary_s": seconds.get("driver.summarise", 0.0) + seconds.get("driver.reconcile", 0.0),
         "report_s": report["seconds"], "report_peak_mb": report["peak_mb"],

@@ -32,6 +32,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from study import layout
 from study.search import TPE_MAX_HISTORY
 from study.spaces import Space, load_space
 
@@ -223,15 +224,15 @@ def measure(space: Space, n: int, storage: str, caps: list[int | None] | None = 
         if storage.startswith("sqlite"):
             fill = fill_sqlite(space, filled, trials, use_wal=storage == "sqlite-wal")
             # with WAL, what the log holds until its checkpoint too
-            size = sum(os.path.getsize(f) for f in (os.path.join(filled, "optuna.db"),
-                                                     os.path.join(filled, "optuna.db-wal"))
+            db = os.path.join(filled, layout.OPTUNA_DB)
+            size = sum(os.path.getsize(f) for f in (db, db + "-wal")
                        if os.path.exists(f)) / 2 ** 20
         for i, cap in enumerate(caps):
             if storage.startswith("sqlite"):
                 path = os.path.join(tmp, f"study-{i}")  # each cap opens the same optuna.db
                 os.makedirs(path)
-                shutil.copyfile(os.path.join(filled, "optuna.db"),
-                                os.path.join(path, "optuna.db"))
+                shutil.copyfile(os.path.join(filled, layout.OPTUNA_DB),
+                                os.path.join(path, layout.OPTUNA_DB))
                 searcher, inner = open_searcher(space, path, seed, total_steps=total_steps)
                 if storage == "sqlite-wal":
                     wal(inner._storage.engine)

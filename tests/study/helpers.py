@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from study import layout
 from study.procs import command_lines
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,7 +117,7 @@ def ray_processes() -> set[int]:
 
 
 def trial_dirs(path) -> list[str]:
-    return sorted(glob.glob(f"{path}/run_trial_*"))
+    return sorted(glob.glob(f"{path}/{layout.TRIAL_GLOB}"))
 
 
 def reported_steps(trial_dir) -> list[int]:
@@ -139,7 +140,7 @@ def wait_for(condition, proc, what: str, timeout: float = 300) -> None:
 def assert_each_trial_once(path, count: int, steps: list[int]) -> dict:
     """The study summary, Ray's trial folders and Optuna agree on `count` trials; each trial
     evaluated `steps` once (the trainer's metrics.csv) and Tune recorded its last one."""
-    summary = json.loads((Path(path) / "study_summary.json").read_text())
+    summary = json.loads((Path(path) / layout.SUMMARY_FILE).read_text())
     dirs = trial_dirs(path)
     assert summary["num_trials"] == len(dirs) == count
     assert len({t["trial_id"] for t in summary["trials"]}) == count

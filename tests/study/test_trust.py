@@ -218,3 +218,19 @@ def test_sealing_snapshots_puts_ray_s_method_back_afterwards(tmp_path):
     with trust.sealing_snapshots(str(tmp_path)):
         assert TuneController.save_to_dir is not original
     assert TuneController.save_to_dir is original
+
+
+# Names of the project that a study's pickles (tuner.pkl, the searcher's state, Tune's
+# experiment state) hold, read with pickletools from a study made by the code of 2026-12-02
+# (commit 7ec2212), and Tune's trainable: a resumed study unpickles them, so they must stay.
+PICKLED_NAMES = [("study.console", "trial_dirname"), ("study.fatal", "FatalWatch"),
+                 ("study.search", "CappedTPESampler"), ("study.search", "RaceSearch"),
+                 ("study.search", "StudySearch"), ("study.search", "RaceAwareASHA"),
+                 ("study.trust", "SealCallback"), ("study.trainable", "run_trial")]
+
+
+@pytest.mark.parametrize("module,name", PICKLED_NAMES)
+def test_what_older_studies_pickled_still_resolves(module, name):
+    import importlib
+
+    assert callable(getattr(importlib.import_module(module), name))
