@@ -17,7 +17,8 @@ STUDY_FORMAT = 1
 # is 8 hex digits for trials a searcher suggests (run_trial_1aef82c0_11_...) and 5 hex + a
 # 5-digit index for a grid (run_trial_53563_00002_2_...). Groups: the id, the number.
 TRIAL_MARK = "_trial_"  # in every trial folder's name and in no other entry of a study
-TRIAL_GLOB = "run_trial_*"
+TRIAL_PREFIX = "run_trial_"  # Tune's trainable name, run_trial, then _ID_NUMBER_
+TRIAL_GLOB = TRIAL_PREFIX + "*"
 TRIAL_DIR = re.compile(r"_trial_([0-9a-f]{5}_\d{5}|[0-9a-f]{8})_(\d+)")
 FOLDER_NAME_MAX = 100  # characters of a trial folder's name
 
@@ -34,4 +35,4 @@ def is_trial_folder(name: str) -> bool:
 
 def trial_folder(trial_id: str, number: int, values: str) -> str:
     """A trial folder's name: Tune's `run_trial_ID_NUMBER_` head, then the short values."""
-    return f"run_trial_{trial_id}_{number}_{values}"[:FOLDER_NAME_MAX]
+    return f"{TRIAL_PREFIX}{trial_id}_{number}_{values}"[:FOLDER_NAME_MAX]

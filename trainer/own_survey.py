@@ -2,12 +2,10 @@
 `trainer.own_survey` has offered."""
 
 from trainer.data.fit import estimate_bytes, host_available, placement
-from trainer.data.holdout import (
-    HOLDOUT_SEED,
-)
+from trainer.data.holdout import HOLDOUT_FRACTION as TEST_FRACTION  # its old name
+from trainer.data.holdout import HOLDOUT_SEED
 from trainer.data.survey import (
     MAX_PIXELS,
-    TEST_FRACTION,
     OwnDataError,
     class_counts,
     dataset_name,

@@ -4,7 +4,6 @@ them epoch by epoch, and the batched crop-and-flip augmentation."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,11 +11,6 @@ import torch
 from trainer.data.specs import Arrays, DatasetSpec
 from trainer.data.splits import Split
 
-if TYPE_CHECKING:
-    pass
-
-
-# --- on-device data ------------------------------------------------------------------------
 
 @dataclass
 class DeviceData:

@@ -8,16 +8,11 @@ import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from trainer.data.holdout import digits_test_indices
 from trainer.data.specs import Arrays, DatasetMissing, DatasetSpec, _corrupt
-
-if TYPE_CHECKING:
-    pass
-
 
 # --- digits: 1797 real 8x8 images shipped inside scikit-learn -----------------------------
 

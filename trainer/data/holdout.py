@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:
-    pass
-
-
-# The one holdout rule, for every dataset without a test set of its own (digits, and data
-# of your own without a test/ part): 30 % of each class, drawn with default_rng(0).
+# The one holdout rule, for every dataset without a test set of its own (digits, and data of
+# your own without test/ or x_test): 30 % of each class, drawn with default_rng(0), recorded
+# in split.json. So the digits images in an .npz without x_test give the built-in split.
 HOLDOUT_FRACTION = 0.3
 HOLDOUT_SEED = 0
 DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED = HOLDOUT_FRACTION, HOLDOUT_SEED  # their old names
 
 
-def holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+def holdout(labels: np.ndarray, fraction: float = HOLDOUT_FRACTION,
+            seed: int = HOLDOUT_SEED) -> np.ndarray:
     """Indices of a class-balanced `fraction` of each class, drawn with default_rng(seed):
     the test set of data that has none of its own."""
     rng = np.random.default_rng(seed)
@@ -30,4 +26,4 @@ def holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 def digits_test_indices(labels: np.ndarray) -> np.ndarray:
     """The fixed digits test set: 30% of each class, drawn with numpy's default_rng(0)."""
-    return holdout(labels, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)
+    return holdout(labels)

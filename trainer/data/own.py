@@ -27,34 +27,23 @@ import torch
 
 from trainer.data.batches import DeviceData, to_device
 from trainer.data.fit import estimate_bytes, host_available, placement
-from trainer.data.holdout import HOLDOUT_SEED, holdout
+from trainer.data.holdout import HOLDOUT_FRACTION, HOLDOUT_SEED, holdout
 from trainer.data.specs import Arrays, DatasetSpec
 from trainer.data.splits import Split, make_split
 from trainer.data.survey import (
     MAX_PIXELS,
-    TEST_FRACTION,
     OwnDataError,
-    class_counts,
     dataset_name,
-    fingerprint,
-    has_own_val,
     image_errors,
     inspect_classes,
-    is_dataset_path,
     open_npz,
     read_array,
-    stored_size,
     tree,
 )
 
 if TYPE_CHECKING:
     from trainer.config import Config
 
-# The one import point for data of your own: what it holds (trainer/data/survey.py) and how
-# it loads (here).
-__all__ = ["OwnData", "OwnDataError", "class_counts", "dataset_name", "estimate_bytes",
-           "fingerprint", "has_own_val", "inspect_classes", "is_dataset_path", "load_own",
-           "load_own_for", "placement", "spec_of", "stored_size"]
 
 
 @dataclass
@@ -174,13 +163,13 @@ def _load_folder(root: str, image_size: int | None) -> OwnData:
         test_x, test_y, files["test"] = test
         test_split: str | dict = "test/"
     else:
-        held = holdout(train_y, TEST_FRACTION, HOLDOUT_SEED)
+        held = holdout(train_y)
         keep = np.setdiff1d(np.arange(len(train_y)), held)
         test_x, test_y = train_x[held], train_y[held]
         files["test"] = [train_files[i] for i in held]
         train_x, train_y, files["train"] = train_x[keep], train_y[keep], [train_files[i]
                                                                            for i in keep]
-        test_split = {"held_out_of": "train/", "fraction": TEST_FRACTION, "seed": HOLDOUT_SEED}
+        test_split = {"held_out_of": "train/", "fraction": HOLDOUT_FRACTION, "seed": HOLDOUT_SEED}
     parts = _match_channels(train_x, unlabeled_x, test_x, *([val[0]] if val else []))
     return OwnData(dataset_name(root), "folder", classes, parts[0], train_y, parts[1],
                    parts[3] if val else None, val[1] if val else None, parts[2], test_y,
@@ -259,11 +248,11 @@ def _load_npz(path: str, image_size: int | None) -> OwnData:
         test_y = _labels(arrays["y_test"], "y_test", path, len(test_x), classes)
         test_split: str | dict = "x_test"
     else:
-        held = holdout(train_y, TEST_FRACTION, HOLDOUT_SEED)
+        held = holdout(train_y)
         keep = np.setdiff1d(np.arange(len(train_y)), held)
         test_x, test_y, train_x, train_y = train_x[held], train_y[held], train_x[keep], \
             train_y[keep]
-        test_split = {"held_out_of": "x_train", "fraction": TEST_FRACTION,
+        test_split = {"held_out_of": "x_train", "fraction": HOLDOUT_FRACTION,
                       "seed": HOLDOUT_SEED, "indices": held.tolist()}
     matched = _match_channels(train_x, parts.get("x_unlabeled", empty), test_x,
                               parts.get("x_val", empty))

@@ -15,8 +15,6 @@ if TYPE_CHECKING:
     from trainer.config import Config
 
 
-# --- the split: labeled, validation, unlabeled ---------------------------------------------
-
 SPLITS = ("random", "authors")
 TRAIN_SIZES = {name: spec.train_size for name, spec in DATASETS.items()}
 

@@ -23,10 +23,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_PIXELS = 4096 * 4096
 # The parts of a folder tree; the labeled ones hold class folders.
 LABELED_PARTS = ("train", "val", "test")
-# Without test/ (or x_test): this fraction of each class of train/ is the test set, drawn
-# with this seed; recorded in split.json. The digits set's own rule: its images in an .npz
-# without x_test give the built-in split exactly.
-TEST_FRACTION = HOLDOUT_FRACTION
 
 
 class OwnDataError(ValueError):
@@ -274,7 +270,7 @@ def class_counts(path: str) -> tuple[np.ndarray, int]:
             has_test = "x_test" in z.files
         extra = _images_shape(path, "x_unlabeled")[0] if has_key(path, "x_unlabeled") else 0
     if not has_test:
-        counts = counts - np.round(TEST_FRACTION * counts).astype(int)
+        counts = counts - np.round(HOLDOUT_FRACTION * counts).astype(int)
     return counts, extra
 
 
