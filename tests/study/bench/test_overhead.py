@@ -50,3 +50,14 @@ def test_the_rows_add_up_to_the_slots_from_tunes_start_to_the_last_trials_end():
     shown = table(measured)
     assert "| **slot-seconds** (Tune's start to the last trial's end x slots) | 11.0 s |" in shown
     assert "| searcher.suggest | 30 ms in 3 |" in shown
+
+
+def test_the_share_from_rays_start_counts_the_setup_before_tunes_start():
+    rows = {"training steps": 90.0, "slots idle between trials, and at the end": 10.0}
+    measured = [{"variant": "after", "rows": rows, "slot_seconds": 100.0, "training": 90.0,
+                 "before_fit": 20.0, "trials": 1, "results": 1,
+                 "driver": {"wall": 60.0, "driver_cpu": 1.0, "driver_peak_mb": 500,
+                            "slots": 2, "seconds": {}, "calls": {}}}]
+    shown = table(measured)
+    assert "| **trainer seconds** (first step, steps, evaluations) | 90.0 s (90.0 %) |" in shown
+    assert "| **trainer seconds, of those** | 75.0 % |" in shown
